@@ -1,0 +1,250 @@
+"""The worker against the real broker: results, dead letters, metrics, probes, restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+
+from tests.conftest import TopicReader, http_get, metric_value, poll_until, results_by_key
+from worker.app import Worker
+from worker.broker import free_port
+from worker.config import load_config
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+HAM = "Hi Sam, the quarterly report is attached; can we review it on Monday morning?"
+SPAM = "WINNER!! You have won a FREE cash prize of $1000. Call 0800 123 now to claim!"
+
+
+def settings(broker: str, names: dict[str, str], port: int, group: str | None = None) -> list[str]:
+    return [
+        f"kafka.bootstrap_servers={broker}",
+        f"kafka.input_topics=[{names['input']}]",
+        f"kafka.output_topic={names['output']}",
+        f"kafka.dlq_topic={names['dlq']}",
+        f"kafka.group_id={group or 'g-' + uuid.uuid4().hex[:8]}",
+        "kafka.consumer={session_timeout_ms: 6000, heartbeat_interval_ms: 1000}",
+        "metrics.host=127.0.0.1",
+        f"metrics.port={port}",
+        "model.threads=1",
+        "batching.max_wait_ms=10",
+    ]
+
+
+class RunningWorker:
+    """A worker in a thread of the test process, with its own metrics port."""
+
+    def __init__(self, broker: str, names: dict[str, str], group: str | None = None) -> None:
+        self.port = free_port()
+        config = load_config(None, settings(broker, names, self.port, group), environ={})
+        self.worker = Worker(config)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.exit_code: int | None = None
+
+    def _run(self) -> None:
+        self.exit_code = self.worker.run()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def __enter__(self) -> RunningWorker:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.worker.stop()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive(), "worker did not stop"
+
+
+def produce(broker: str, topic: str, records: list[tuple[bytes | None, bytes | None]],
+            headers: list | None = None) -> None:
+    producer = KafkaProducer(bootstrap_servers=broker)
+    for key, value in records:
+        producer.send(topic, key=key, value=value, headers=headers or [])
+    producer.flush()
+    producer.close()
+
+
+def keyed_messages(n: int, prefix: str = "m") -> list[tuple[bytes, bytes]]:
+    return [
+        (f"{prefix}{i}".encode(),
+         json.dumps({"id": f"{prefix}{i}", "text": SPAM if i % 2 else HAM}).encode())
+        for i in range(n)
+    ]
+
+
+def test_every_keyed_message_gets_exactly_one_result(broker, topics):
+    names = topics()
+    n = 300
+    produce(broker, names["input"], keyed_messages(n), headers=[("trace-id", b"t-1")])
+    reader = TopicReader(broker, names["output"])
+    with RunningWorker(broker, names) as running:
+        records = reader.wait_for(n)
+        poll_until(lambda: metric_value(http_get(running.url("/metrics"))[1],
+                                        "streamclf_offsets_committed_total") >= n,
+                   what="offsets committed")
+    assert running.exit_code == 0
+    assert len(records) == n
+    results = results_by_key(records)
+    assert set(results) == {f"m{i}".encode() for i in range(n)}
+    for key, result in results.items():
+        assert result["id"] == key.decode()
+        assert result["label"] in ("ham", "spam")
+        assert set(result["scores"]) == {"ham", "spam"}
+        assert result["score"] == result["scores"][result["label"]]
+        assert result["source"]["topic"] == names["input"]
+    headers = dict(records[0].headers)
+    assert headers["trace-id"] == b"t-1"
+    assert headers["streamclf-label"].decode() == results[records[0].key]["label"]
+    # The bundled model tells these two apart.
+    assert results[b"m1"]["label"] == "spam" and results[b"m0"]["label"] == "ham"
+    reader.close()
+
+
+def test_results_keep_input_order_per_partition(broker, topics):
+    names = topics(partitions=1)
+    produce(broker, names["input"], keyed_messages(200, "o"))
+    reader = TopicReader(broker, names["output"])
+    with RunningWorker(broker, names):
+        records = reader.wait_for(200)
+    offsets = [json.loads(r.value)["source"]["offset"] for r in records]
+    assert offsets == sorted(offsets)
+    reader.close()
+
+
+HOSTILE = [
+    (b"tombstone", None, "empty"),
+    (b"empty", b"", "empty"),
+    (b"truncated", b'{"id": "t", "text": "cut off', "decode"),
+    (b"array", b"[1, 2, 3]", "decode"),
+    (b"number-text", b'{"id": "n", "text": 42}', "decode"),
+    (b"bad-utf8", b"\xff\xfe\xfa not utf-8", "decode"),
+    (b"huge", b"x" * 2_500_000, "too_large"),
+]
+
+
+def test_malformed_records_go_to_the_dead_letter_topic(broker, topics):
+    names = topics()
+    good = keyed_messages(20, "g")
+    hostile = [(key, value) for key, value, _ in HOSTILE]
+    produce(broker, names["input"], good + hostile + [(None, None)],
+            headers=[("origin", b"test")])
+    outputs = TopicReader(broker, names["output"])
+    dead = TopicReader(broker, names["dlq"])
+    with RunningWorker(broker, names) as running:
+        # The last record (no key, no value) is a dead letter too.
+        letters = dead.wait_for(len(HOSTILE) + 1)
+        results = outputs.wait_for(len(good))
+        poll_until(lambda: metric_value(http_get(running.url("/metrics"))[1],
+                                        "streamclf_offsets_committed_total") >= 28,
+                   what="offsets committed past the dead letters")
+    assert {r.key for r in results} == {key for key, _ in good}
+    by_key = {r.key: r for r in letters}
+    for key, value, reason in HOSTILE:
+        headers = dict(by_key[key].headers)
+        assert headers["streamclf-error"].decode() == reason, key
+        assert headers["streamclf-error-detail"]
+        assert headers["origin"] == b"test"
+        assert headers["streamclf-source"].decode().startswith(names["input"] + ":")
+        if value is not None and reason != "too_large":
+            assert by_key[key].value == value
+    assert len(letters) == len(HOSTILE) + 1
+    outputs.close()
+    dead.close()
+
+
+def test_metrics_count_what_was_sent(broker, topics):
+    names = topics()
+    good = keyed_messages(50, "c")
+    produce(broker, names["input"], good + [(b"bad", b"{nope")])
+    with RunningWorker(broker, names) as running:
+        def counted():
+            text = http_get(running.url("/metrics"))[1]
+            classified = (metric_value(text, "streamclf_messages_classified_total",
+                                       {"label": "spam"})
+                          + metric_value(text, "streamclf_messages_classified_total",
+                                         {"label": "ham"}))
+            return text if classified == 50 and metric_value(
+                text, "streamclf_offsets_committed_total") == 51 else None
+
+        text = poll_until(counted, what="all records counted")
+    assert metric_value(text, "streamclf_messages_consumed_total",
+                        {"topic": names["input"]}) == 51
+    assert metric_value(text, "streamclf_messages_dead_lettered_total", {"reason": "decode"}) == 1
+    assert metric_value(text, "streamclf_batch_size_count") >= 1
+    assert metric_value(text, "streamclf_batch_size_sum") == 50
+    assert metric_value(text, "streamclf_end_to_end_latency_seconds_count") == 50
+    assert metric_value(text, "streamclf_in_flight_messages") == 0
+    assert metric_value(text, "streamclf_rebalances_total") >= 1
+    assert metric_value(text, "streamclf_model_info") == 1
+
+
+def test_readyz_is_503_before_assignment_and_200_after(broker, topics):
+    names = topics()
+    port = free_port()
+    group = "ready-" + uuid.uuid4().hex[:6]
+    config = load_config(None, settings(broker, names, port, group), environ={})
+    worker = Worker(config)
+    seen: list[int] = []
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    poll_until(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, what="healthz")
+    seen.append(http_get(f"http://127.0.0.1:{port}/readyz")[0])
+    poll_until(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, what="ready")
+    worker.stop()
+    thread.join(timeout=60)
+    # The group join takes about half the session timeout, so the first probe sees 503.
+    assert seen == [503]
+
+
+def run_cli(broker: str, names: dict[str, str], group: str, port: int) -> subprocess.Popen:
+    args = [sys.executable, "-m", "worker", "run"]
+    for item in settings(broker, names, port, group):
+        args += ["--set", item]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+def test_restart_after_sigterm_resumes_without_reprocessing(broker, topics):
+    names = topics()
+    group = "restart-" + uuid.uuid4().hex[:6]
+    reader = TopicReader(broker, names["output"])
+    first, second = keyed_messages(60, "a"), keyed_messages(40, "b")
+
+    port = free_port()
+    produce(broker, names["input"], first)
+    process = run_cli(broker, names, group, port)
+    reader.wait_for(60, timeout_s=120)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert b"drained" in stderr
+
+    produce(broker, names["input"], second)
+    port = free_port()
+    process = run_cli(broker, names, group, port)
+    try:
+        reader.wait_for(100, timeout_s=120)
+        poll_until(lambda: metric_value(http_get(f"http://127.0.0.1:{port}/metrics")[1],
+                                        "streamclf_offsets_committed_total") >= 40,
+                   what="second run committed")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    keys = [r.key for r in reader.read()]
+    assert len(keys) == 100, "the restarted worker reprocessed committed records"
+    assert set(keys) == {k for k, _ in first + second}
+    reader.close()

@@ -1,0 +1,111 @@
+import json
+
+import pytest
+
+from worker import codec
+from worker.codec import InputSettings, Rejection, Request, SourceRecord
+
+AUTO = InputSettings()
+
+
+def rec(value, key=b"k", headers=(("trace", b"1"),)):
+    return SourceRecord("in", 2, 42, 1_700_000_000_000, key, value, tuple(headers))
+
+
+def decode(value, **settings):
+    return codec.decode(rec(value), InputSettings(**settings) if settings else AUTO)
+
+
+def test_json_with_id_and_text():
+    out = decode(b'{"id": "m1", "text": "hello there"}')
+    assert isinstance(out, Request)
+    assert (out.id, out.text) == ("m1", "hello there")
+
+
+def test_json_without_id_falls_back_to_the_record_position():
+    out = decode(b'{"text": "hello"}')
+    assert out.id == "in:2:42"
+
+
+def test_json_subject_and_body_go_through_the_mail_reader():
+    out = decode(b'{"subject": "Cheap meds", "body": "buy now", "from": "x@spam.example"}')
+    assert isinstance(out, Request)
+    assert "Cheap meds" in out.text and "buy now" in out.text
+
+
+def test_raw_email_is_detected_and_read():
+    raw = (b"From: a@example.org\r\nSubject: =?utf-8?q?caf=C3=A9_meeting?=\r\n"
+           b"Content-Type: text/plain; charset=utf-8\r\n\r\nSee you at ten.\r\n")
+    out = decode(raw)
+    assert isinstance(out, Request)
+    assert "café" in out.text and "See you at ten." in out.text
+
+
+def test_plain_text():
+    out = decode("Won a prize? Txt CLAIM to 81010 🎉".encode())
+    assert isinstance(out, Request) and "🎉" in out.text
+
+
+def test_configured_text_field():
+    out = decode(b'{"msg": "hi"}', text_fields=("msg",))
+    assert out.text == "hi"
+
+
+@pytest.mark.parametrize(
+    "value, reason, detail",
+    [
+        (None, codec.EMPTY, "tombstone"),
+        (b"", codec.EMPTY, "empty"),
+        (b"  \n\t", codec.EMPTY, "blank"),
+        (b'{"id": "x", "text": "cut', codec.DECODE, "invalid JSON"),
+        (b"[1, 2, 3]", codec.DECODE, None),
+        (b'{"text": 12}', codec.DECODE, "expected a string"),
+        (b'{"text": "   "}', codec.EMPTY, None),
+        (b'{"other": "x"}', codec.DECODE, "none of the fields"),
+        (b'{"id": {"a": 1}, "text": "x"}', codec.DECODE, "'id'"),
+        (b"\xff\xfe\xc3\x28 bad", codec.DECODE, "invalid UTF-8"),
+        (b"{" * 100_000, codec.DECODE, None),
+    ],
+)
+def test_unusable_values_are_rejected_with_a_reason(value, reason, detail):
+    out = decode(value)
+    assert isinstance(out, Rejection)
+    assert out.reason == reason
+    if detail:
+        assert detail in out.detail
+
+
+def test_json_array_is_rejected_when_format_is_forced():
+    out = decode(b"[1]", format="json")
+    assert isinstance(out, Rejection) and "list" in out.detail
+
+
+def test_oversized_values_are_rejected_before_parsing():
+    out = decode(b"x" * 101, max_bytes=100)
+    assert isinstance(out, Rejection) and out.reason == codec.TOO_LARGE
+
+
+def test_result_keeps_headers_and_follows_the_contract():
+    request = Request(rec(b"x"), "m1", "x")
+    value, headers = codec.encode_result(
+        request, "spam", 0.9, {"ham": 0.1, "spam": 0.9}, "spam-lstm@1", 123
+    )
+    body = json.loads(value)
+    assert body == {
+        "id": "m1", "label": "spam", "score": 0.9, "scores": {"ham": 0.1, "spam": 0.9},
+        "model": "spam-lstm@1",
+        "source": {"topic": "in", "partition": 2, "offset": 42, "timestamp_ms": 1_700_000_000_000},
+        "classified_at_ms": 123,
+    }
+    assert headers == [("trace", b"1"), ("streamclf-label", b"spam"),
+                       ("streamclf-model", b"spam-lstm@1")]
+
+
+def test_dead_letter_headers():
+    headers = codec.dead_letter_headers(Rejection(rec(b"x"), "decode", "bad " * 500))
+    names = [name for name, _ in headers]
+    assert names == ["trace", "streamclf-error", "streamclf-error-detail", "streamclf-source"]
+    values = dict(headers)
+    assert values["streamclf-error"] == b"decode"
+    assert values["streamclf-source"] == b"in:2:42"
+    assert len(values["streamclf-error-detail"]) <= 500

@@ -1,0 +1,85 @@
+import pytest
+
+from worker.config import load_config, redacted
+from worker.errors import ConfigError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "worker.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_file():
+    config = load_config(None, environ={})
+    assert config.kafka.output_topic == "streamclf-output"
+    assert config.model.path == "bundled"
+    assert config.batching.max_batch_size == 64
+    assert config.metrics.port == 9100
+
+
+def test_yaml_then_env_then_set(tmp_path):
+    path = write(tmp_path, "kafka:\n  bootstrap_servers: [a:1]\n  group_id: from-yaml\n"
+                           "batching:\n  max_batch_size: 8\n")
+    env = {"STREAMCLF__KAFKA__GROUP_ID": "from-env", "STREAMCLF__BATCHING__MAX_WAIT_MS": "7"}
+    config = load_config(path, ["batching.max_batch_size=16"], environ=env)
+    assert config.kafka.bootstrap_servers == ["a:1"]
+    assert config.kafka.group_id == "from-env"
+    assert config.batching.max_wait_ms == 7.0
+    assert config.batching.max_batch_size == 16
+
+
+def test_env_list_as_comma_separated():
+    config = load_config(None, environ={"STREAMCLF__KAFKA__BOOTSTRAP_SERVERS": "b1:9092,b2:9092"})
+    assert config.kafka.bootstrap_servers == ["b1:9092", "b2:9092"]
+
+
+def test_passthrough_mappings_keep_their_keys():
+    config = load_config(None, ["kafka.consumer={session_timeout_ms: 6000, fetch_max_wait_ms: 50}"],
+                         environ={})
+    assert config.kafka.consumer == {"session_timeout_ms": 6000, "fetch_max_wait_ms": 50}
+
+
+@pytest.mark.parametrize(
+    "text, path",
+    [
+        ("kafka:\n  bootstrap_servrs: x\n", "kafka.bootstrap_servrs"),
+        ("modle: {}\n", "modle"),
+        ("batching:\n  max_batch_size: many\n", "batching.max_batch_size"),
+        ("batching:\n  max_batch_size: 0\n", "batching.max_batch_size"),
+        ("model:\n  device: tpu\n", "model.device"),
+        ("input:\n  format: xml\n", "input.format"),
+        ("metrics:\n  enabled: maybe\n", "metrics.enabled"),
+        ("kafka: [1, 2]\n", "kafka"),
+        ("model:\n  threshold: 1.5\n", "model.threshold"),
+    ],
+)
+def test_bad_keys_and_values_name_the_key(tmp_path, text, path):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    assert str(info.value).startswith(path)
+
+
+def test_bad_env_override_names_the_key():
+    with pytest.raises(ConfigError, match=r"^kafka\.nope: unknown key"):
+        load_config(None, environ={"STREAMCLF__KAFKA__NOPE": "1"})
+
+
+def test_bad_set_syntax():
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        load_config(None, ["batching.max_batch_size"], environ={})
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(write(tmp_path, "kafka: [\n"), environ={})
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml", environ={})
+
+
+def test_secrets_are_redacted():
+    config = load_config(None, ["kafka.sasl_plain_password=hunter2",
+                                "kafka.producer={sasl_plain_password: s3cret}"], environ={})
+    text = str(redacted(config))
+    assert "hunter2" not in text and "s3cret" not in text
+    assert config.kafka.sasl_plain_password == "hunter2"

@@ -1,0 +1,79 @@
+import threading
+
+import pytest
+
+from worker.offsets import OffsetTracker
+
+P0, P1 = ("in", 0), ("in", 1)
+
+
+def test_watermark_waits_for_the_oldest_pending_record():
+    t = OffsetTracker()
+    for offset in (10, 11, 12):
+        t.track(P0, offset)
+    t.ack(P0, 12)
+    t.ack(P0, 11)
+    assert t.committable() == {P0: 10}  # 10 still pending: nothing past it may be committed
+    t.ack(P0, 10)
+    assert t.committable() == {P0: 13}
+    assert t.in_flight() == 0
+
+
+def test_commit_covers_and_reports_only_advances():
+    t = OffsetTracker()
+    for offset in range(5):
+        t.track(P0, offset)
+    for offset in range(3):
+        t.ack(P0, offset)
+    offsets = t.committable()
+    assert offsets == {P0: 3}
+    assert t.mark_committed(offsets) == 3
+    assert t.committable() == {}
+    t.ack(P0, 3)
+    t.ack(P0, 4)
+    assert t.mark_committed(t.committable()) == 2
+
+
+def test_partitions_are_independent_and_gaps_in_offsets_are_fine():
+    t = OffsetTracker()
+    t.track(P0, 0)
+    t.track(P1, 100)
+    t.track(P1, 105)  # compacted topics and transactions leave gaps
+    t.ack(P1, 100)
+    t.ack(P1, 105)
+    assert t.committable() == {P0: 0, P1: 106}
+    assert t.in_flight() == 1
+    assert t.in_flight({P1}) == 0
+
+
+def test_forget_drops_partition_and_late_acks():
+    t = OffsetTracker()
+    t.track(P0, 0)
+    t.track(P0, 1)
+    t.ack(P0, 1)
+    t.forget({P0})
+    assert t.in_flight() == 0
+    t.ack(P0, 0)  # a late acknowledgement after a revoke
+    assert t.committable() == {}
+
+
+def test_out_of_order_tracking_is_a_bug():
+    t = OffsetTracker()
+    t.track(P0, 5)
+    with pytest.raises(ValueError):
+        t.track(P0, 5)
+
+
+def test_concurrent_acks():
+    t = OffsetTracker()
+    n = 20_000
+    for offset in range(n):
+        t.track(P0, offset)
+    evens = threading.Thread(target=lambda: [t.ack(P0, o) for o in range(0, n, 2)])
+    odds = threading.Thread(target=lambda: [t.ack(P0, o) for o in range(1, n, 2)])
+    evens.start()
+    odds.start()
+    evens.join()
+    odds.join()
+    assert t.committable() == {P0: n}
+    assert t.in_flight() == 0

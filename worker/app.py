@@ -1,0 +1,530 @@
+"""The worker loop: poll → decode → batch → classify → produce → acknowledge → commit.
+
+Threads and what they own:
+- the main thread owns the consumer (kafka-python's consumer is not thread-safe): it polls,
+  decodes, batches, pauses/resumes partitions, resends failed records and commits offsets;
+- the inference thread tokenizes, pads and runs the model, then hands results to the producer;
+- the producer's IO thread acknowledges sends; its callbacks only mark offsets done.
+Because inference never runs on the main thread, a slow batch never keeps the consumer from
+polling, so the group membership survives it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError, MessageSizeTooLargeError
+from kafka.structs import OffsetAndMetadata
+
+from worker import codec
+from worker.batcher import Batcher
+from worker.codec import InputSettings, Rejection, Request, SourceRecord
+from worker.config import Config
+from worker.kafka import make_consumer, make_producer, source_record
+from worker.metrics import Health, Metrics, MetricsServer
+from worker.offsets import OffsetTracker, Partition
+
+log = logging.getLogger(__name__)
+
+_POLL_MS = 100  # the longest the loop waits in poll(); bounds reaction time to signals
+_COMMIT_INTERVAL_S = 1.0
+
+
+class Prediction(Protocol):
+    label: str
+    score: float
+    scores: dict[str, float]
+
+
+class Classifier(Protocol):
+    """What the worker needs of a model (`model.predictor.Predictor` is one)."""
+
+    name: str
+    version: str
+    labels: tuple[str, ...]
+    max_tokens: int
+
+    @property
+    def device(self) -> Any: ...
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def predict_ids(self, seqs: Sequence[Sequence[int]]) -> Sequence[Prediction]: ...
+
+
+@dataclass
+class _Outgoing:
+    """One record to produce, and what to do once the broker acknowledges it."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    on_ack: Callable[[], None]
+    source: SourceRecord
+    is_result: bool
+    attempts: int = 0
+
+
+class _Completion:
+    """Marks a record done once all its outputs (result and routed copy) are acknowledged."""
+
+    def __init__(self, parts: int, done: Callable[[], None]) -> None:
+        self._left = parts
+        self._lock = threading.Lock()
+        self._done = done
+
+    def ack(self) -> None:
+        with self._lock:
+            self._left -= 1
+            finished = self._left == 0
+        if finished:
+            self._done()
+
+
+class _RebalanceEvents(ConsumerRebalanceListener):
+    """Runs on kafka-python's IO thread: it must not block, so it only queues the events."""
+
+    def __init__(self) -> None:
+        self.events: queue.SimpleQueue[tuple[str, set[TopicPartition]]] = queue.SimpleQueue()
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.events.put(("revoked", set(revoked)))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.events.put(("assigned", set(assigned)))
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        self.events.put(("lost", set(lost)))
+
+
+class Worker:
+    def __init__(
+        self,
+        config: Config,
+        classifier: Classifier | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.health = Health()
+        self._classifier = classifier
+        self._stop = threading.Event()
+        self._tracker = OffsetTracker()
+        self._batcher: Batcher[Request] = Batcher(
+            config.batching.max_batch_size, config.batching.max_wait_ms / 1000.0
+        )
+        self._input = InputSettings(
+            format=config.input.format,
+            text_fields=tuple(config.input.text_fields),
+            id_field=config.input.id_field,
+            max_bytes=config.input.max_bytes,
+        )
+        self._batches: queue.Queue[list[Request] | None] = queue.Queue()
+        self._retries: list[tuple[float, _Outgoing]] = []
+        self._retries_lock = threading.Lock()
+        self._listener = _RebalanceEvents()
+        self._paused = False
+        self._last_tracked: dict[Partition, int] = {}
+        self._last_commit_at = 0.0
+        self._last_lag_at = 0.0
+        self._progress_at = time.monotonic()
+        self._lag_total = 0
+        self._server: MetricsServer | None = None
+        self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaProducer | None = None
+        self._model_id = ""
+        self.metrics_port: int | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to drain and exit (safe from a signal handler)."""
+        self._stop.set()
+
+    def run(self) -> int:
+        """Run until `stop()`; drain, commit and return the exit code."""
+        cfg = self.config
+        if cfg.metrics.enabled:
+            self._server = MetricsServer(self.metrics, self.health, cfg.metrics.host,
+                                         cfg.metrics.port)
+            self._server.start()
+            self.metrics_port = self._server.port
+            log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, self.metrics_port)
+        try:
+            classifier = self._load_classifier()
+            self._producer = make_producer(cfg.kafka)
+            self._consumer = make_consumer(cfg.kafka)
+            self._consumer.subscribe(cfg.kafka.input_topics, listener=self._listener)
+            inference = threading.Thread(
+                target=self._inference_loop, args=(classifier,), name="inference", daemon=True
+            )
+            inference.start()
+            log.info("consuming %s as group %s", cfg.kafka.input_topics, cfg.kafka.group_id)
+            while not self._stop.is_set():
+                self._step()
+            self._drain(inference)
+        finally:
+            self._close()
+        return 0
+
+    def _load_classifier(self) -> Classifier:
+        if self._classifier is None:
+            import torch
+
+            from model.predictor import Predictor
+
+            if self.config.model.threads > 0:
+                torch.set_num_threads(self.config.model.threads)
+            m = self.config.model
+            self._classifier = Predictor.load(
+                m.path, device=m.device, max_tokens=m.max_tokens, threshold=m.threshold
+            )
+        c = self._classifier
+        self._model_id = f"{c.name}@{c.version}"
+        self.metrics.model_info.labels(c.name, c.version, str(c.device)).set(1)
+        for label in c.labels:
+            self.metrics.classified.labels(label)
+        self.health.model_loaded = True
+        log.info("model %s loaded on %s, labels %s", self._model_id, c.device, list(c.labels))
+        return c
+
+    # -- the main loop -------------------------------------------------------------------------
+
+    def _step(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        self._apply_rebalance_events()
+        now = time.monotonic()
+        wait = self._batcher.seconds_until_due(now)
+        timeout_ms = _POLL_MS if wait is None else min(_POLL_MS, int(wait * 1000))
+        room = self.config.batching.max_in_flight - self._tracker.in_flight()
+        try:
+            polled = consumer.poll(timeout_ms=timeout_ms, max_records=max(1, min(500, room)))
+        except KafkaError as exc:
+            log.warning("poll failed: %s", exc)
+            polled = {}
+        for records in polled.values():
+            for record in records:
+                self._accept(source_record(record))
+        batch = self._batcher.due(time.monotonic())
+        if batch:
+            self._submit(batch)
+        self._resend_due()
+        self._commit()
+        self._apply_backpressure()
+        self._refresh_lag()
+        self.health.last_loop_at = time.monotonic()
+
+    def _accept(self, record: SourceRecord) -> None:
+        partition = (record.topic, record.partition)
+        if record.offset <= self._last_tracked.get(partition, -1):
+            return  # re-fetched after a re-assignment: already being handled
+        self._last_tracked[partition] = record.offset
+        self._tracker.track(partition, record.offset)
+        self.metrics.consumed.labels(record.topic).inc()
+        decoded = codec.decode(record, self._input)
+        if isinstance(decoded, Rejection):
+            self._dead_letter(decoded)
+            return
+        batch = self._batcher.add(decoded, time.monotonic())
+        if batch:
+            self._submit(batch)
+
+    def _submit(self, batch: list[Request]) -> None:
+        self._batches.put(batch)
+
+    # -- inference (its own thread) ------------------------------------------------------------
+
+    def _inference_loop(self, classifier: Classifier) -> None:
+        while True:
+            batch = self._batches.get()
+            if batch is None:
+                return
+            try:
+                predictions = self._classify(classifier, batch)
+            except Exception:
+                log.exception("inference failed for a batch of %d; retrying one by one", len(batch))
+                predictions = []
+                for request in batch:
+                    try:
+                        predictions.append(self._classify(classifier, [request])[0])
+                    except Exception as exc:
+                        predictions.append(None)
+                        self._dead_letter(Rejection(
+                            request.record, codec.INFERENCE, f"{type(exc).__name__}: {exc}"
+                        ))
+            for request, prediction in zip(batch, predictions, strict=True):
+                if prediction is not None:
+                    self._publish(request, prediction)
+
+    def _classify(self, classifier: Classifier, batch: list[Request]) -> Sequence[Prediction]:
+        started = time.perf_counter()
+        seqs = [classifier.tokenize(request.text) for request in batch]
+        predictions = classifier.predict_ids(seqs)
+        self.metrics.inference_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_size.observe(len(batch))
+        longest = max((len(s) for s in seqs), default=0)
+        if longest:
+            self.metrics.padding_efficiency.observe(
+                sum(len(s) for s in seqs) / (longest * len(seqs))
+            )
+        return predictions
+
+    # -- producing -----------------------------------------------------------------------------
+
+    def _publish(self, request: Request, prediction: Prediction) -> None:
+        value, headers = codec.encode_result(
+            request,
+            prediction.label,
+            prediction.score,
+            prediction.scores,
+            self._model_id,
+            int(time.time() * 1000),
+        )
+        routed = self.config.output.routes.get(prediction.label)
+        record = request.record
+        completion = _Completion(2 if routed else 1, lambda: self._done_classified(
+            record, prediction.label))
+        for topic in [self.config.kafka.output_topic] + ([routed] if routed else []):
+            self._send(_Outgoing(topic, record.key, value, headers, completion.ack, record, True))
+
+    def _dead_letter(self, rejection: Rejection) -> None:
+        record = rejection.record
+        log.info("dead letter %s: %s (%s)", record.ref, rejection.reason, rejection.detail[:200])
+        value = record.value if record.value is not None or record.key is not None else b""
+        self._send(_Outgoing(
+            self.config.kafka.dlq_topic,
+            record.key,
+            value,
+            codec.dead_letter_headers(rejection),
+            lambda: self._done_dead_letter(record, rejection.reason),
+            record,
+            False,
+        ))
+
+    def _send(self, out: _Outgoing) -> None:
+        producer = self._producer
+        assert producer is not None
+        try:
+            future = producer.send(out.topic, key=out.key, value=out.value, headers=out.headers)
+        except Exception as exc:  # e.g. metadata for a missing topic timed out
+            self._send_failed(out, exc)
+            return
+        future.add_callback(lambda _metadata: out.on_ack())
+        future.add_errback(lambda exc: self._send_failed(out, exc))
+
+    def _send_failed(self, out: _Outgoing, exc: BaseException) -> None:
+        self.metrics.produce_errors.labels(out.topic).inc()
+        if isinstance(exc, MessageSizeTooLargeError):
+            if out.is_result:
+                # The result itself is too large (huge input headers): dead-letter the input.
+                self._dead_letter(Rejection(out.source, codec.OUTPUT_TOO_LARGE, str(exc)))
+                out.on_ack()  # the dead letter stands for this output
+                return
+            if out.value:
+                # Keep the headers (reason, source), drop the value the broker will not take.
+                dropped = ("streamclf-value-dropped", str(len(out.value)).encode())
+                out = replace(out, value=b"", headers=[*out.headers, dropped], attempts=0)
+                self._send(out)
+                return
+        backoff_s = min(self.config.kafka.produce_retry_max_backoff_ms / 1000.0,
+                        0.1 * 2 ** min(out.attempts, 16))
+        log.warning("produce to %s failed (attempt %d, retry in %.1f s): %s",
+                    out.topic, out.attempts + 1, backoff_s, exc)
+        with self._retries_lock:
+            self._retries.append((time.monotonic() + backoff_s,
+                                  replace(out, attempts=out.attempts + 1)))
+
+    def _resend_due(self) -> None:
+        now = time.monotonic()
+        with self._retries_lock:
+            due = [out for at, out in self._retries if at <= now]
+            self._retries = [(at, out) for at, out in self._retries if at > now]
+        for out in due:
+            self._send(out)
+
+    def _done_classified(self, record: SourceRecord, label: str) -> None:
+        self.metrics.classified.labels(label).inc()
+        if record.timestamp_ms >= 0:
+            self.metrics.end_to_end_seconds.observe(
+                max(0.0, time.time() - record.timestamp_ms / 1000.0)
+            )
+        self._tracker.ack((record.topic, record.partition), record.offset)
+
+    def _done_dead_letter(self, record: SourceRecord, reason: str) -> None:
+        self.metrics.dead_lettered.labels(reason).inc()
+        self._tracker.ack((record.topic, record.partition), record.offset)
+
+    # -- offsets, rebalances, backpressure, lag ------------------------------------------------
+
+    def _commit(self, force: bool = False, only: set[Partition] | None = None) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_commit_at < _COMMIT_INTERVAL_S:
+            return
+        self._last_commit_at = now
+        offsets = self._tracker.committable()
+        if only is not None:
+            offsets = {p: o for p, o in offsets.items() if p in only}
+        if not offsets:
+            if self._lag_total == 0:
+                self._progress_at = now
+            return
+        consumer = self._consumer
+        assert consumer is not None
+        try:
+            consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                             for (t, p), o in offsets.items()})
+        except KafkaError as exc:
+            self.metrics.commit_failures.inc()
+            log.warning("offset commit failed (will retry): %s", exc)
+            return
+        covered = self._tracker.mark_committed(offsets)
+        self.metrics.offsets_committed.inc(covered)
+        self.metrics.commits.inc()
+        self.metrics.last_commit.set(time.time())
+        self._progress_at = now
+
+    def _apply_rebalance_events(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        changed = False
+        while True:
+            try:
+                kind, tps = self._listener.events.get_nowait()
+            except queue.Empty:
+                break
+            changed = True
+            self.metrics.rebalances.inc()
+            log.info("partitions %s: %s", kind, sorted(f"{tp.topic}:{tp.partition}" for tp in tps))
+            if kind == "assigned":
+                if self._paused and tps:
+                    consumer.pause(*tps)
+                self._progress_at = time.monotonic()
+                continue
+            current = consumer.assignment()
+            gone = {(tp.topic, tp.partition) for tp in tps if tp not in current}
+            if not gone:
+                continue
+            self._batcher.discard(lambda r, gone=gone: (r.record.topic, r.record.partition) in gone)
+            if kind == "revoked":
+                self._commit(force=True, only=gone)
+            self._tracker.forget(gone)
+            for topic, partition in gone:
+                self._last_tracked.pop((topic, partition), None)
+                try:
+                    self.metrics.lag.remove(topic, str(partition))
+                except KeyError:
+                    pass
+        if changed:
+            assigned = consumer.assignment()
+            self.health.assigned = bool(assigned)
+            self.metrics.assigned_partitions.set(len(assigned))
+            self.metrics.ready.set(1 if self.health.ready()[0] else 0)
+
+    def _apply_backpressure(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        in_flight = self._tracker.in_flight()
+        self.metrics.in_flight.set(in_flight)
+        limit = self.config.batching.max_in_flight
+        if not self._paused and in_flight >= limit:
+            consumer.pause(*consumer.assignment())
+            self._paused = True
+            self.metrics.paused.set(1)
+        elif self._paused and in_flight <= limit // 2:
+            consumer.resume(*consumer.paused())
+            self._paused = False
+            self.metrics.paused.set(0)
+
+    def _refresh_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag_at < self.config.kafka.lag_refresh_ms / 1000.0:
+            return
+        self._last_lag_at = now
+        consumer = self._consumer
+        assert consumer is not None
+        assigned = list(consumer.assignment())
+        if not assigned:
+            self.health.connected = True
+            return
+        try:
+            ends = consumer.end_offsets(assigned, timeout_ms=2000)
+            self.health.connected = True
+        except KafkaError as exc:
+            log.warning("cannot read end offsets (broker unreachable?): %s", exc)
+            self.health.connected = False
+            self.metrics.ready.set(0)
+            return
+        total = 0
+        for tp in assigned:
+            end = max(ends.get(tp) or 0, consumer.highwater(tp) or 0)
+            position = self._tracker.position((tp.topic, tp.partition))
+            if position is None:
+                try:
+                    position = consumer.position(tp, timeout_ms=1000)
+                except KafkaError:
+                    continue
+            lag = max(0, end - (position or 0))
+            total += lag
+            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
+        self._lag_total = total
+        self.metrics.ready.set(1 if self.health.ready()[0] else 0)
+        stuck_for = now - self._progress_at
+        if total > 0 and stuck_for > self.config.health.stuck_after_s:
+            self.health.stuck_reason = (
+                f"lag {total} but no offset committed for {stuck_for:.0f} s"
+            )
+        else:
+            self.health.stuck_reason = None
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    def _drain(self, inference: threading.Thread) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        deadline = time.monotonic() + self.config.shutdown.drain_timeout_s
+        log.info("draining: %d records in flight", self._tracker.in_flight())
+        consumer.pause(*consumer.assignment())  # stop fetching; keep the membership
+        batch = self._batcher.flush()
+        if batch:
+            self._submit(batch)
+        self._batches.put(None)
+        while self._tracker.in_flight() > 0 and time.monotonic() < deadline:
+            self._resend_due()
+            self._commit()
+            # Acknowledgements arrive on the producer's thread; the consumer's IO thread keeps
+            # heartbeating meanwhile, and there is nothing to poll while paused.
+            time.sleep(0.02)
+        inference.join(timeout=max(0.0, deadline - time.monotonic()))
+        if self._producer is not None:
+            self._producer.flush(timeout=max(0.1, deadline - time.monotonic()))
+        self._commit(force=True)
+        left = self._tracker.in_flight()
+        if left:
+            log.warning("drain deadline reached: %d records not acknowledged; they will be "
+                        "classified again after restart", left)
+        else:
+            log.info("drained: every record acknowledged and committed")
+
+    def _close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False)
+            except Exception as exc:
+                log.warning("consumer close: %s", exc)
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=5)
+            except Exception as exc:
+                log.warning("producer close: %s", exc)
+        if self._server is not None:
+            self._server.stop()

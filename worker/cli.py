@@ -1,0 +1,226 @@
+"""The `streamclf` command line.
+
+Exit codes: 0 success, 2 usage or config error, 1 runtime failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from worker.errors import BrokerError, ConfigError, StreamclfError
+
+log = logging.getLogger("streamclf")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # kafka-python is chatty at INFO (every connection and rebalance step).
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamclf", description="Streaming text classification worker for Kafka."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the worker until SIGTERM/SIGINT")
+    run.add_argument("--config", help="YAML configuration file")
+    run.add_argument("--set", dest="overrides", action="append", default=[],
+                     metavar="KEY.PATH=VALUE", help="override one setting (repeatable)")
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="local demo: embedded broker, bundled model, sample stream")
+    demo.add_argument("--messages", type=int, default=200,
+                      help="shared test messages to add to the samples (default 200)")
+    demo.add_argument("--data", default="../shared/data",
+                      help="folder with the shared data (skipped when absent)")
+    demo.add_argument("--metrics-port", type=int, default=9100)
+    demo.set_defaults(func=cmd_demo)
+
+    broker = sub.add_parser("broker", help="an embedded Kafka-compatible broker on loopback")
+    broker.add_argument("--port", type=int, default=9092)
+    broker.set_defaults(func=cmd_broker)
+
+    produce = sub.add_parser("produce", help="load .eml, mbox, maildir or JSON lines into a topic")
+    produce.add_argument("--bootstrap-servers", required=True)
+    produce.add_argument("--topic", required=True)
+    produce.add_argument("--split", help="only rows of this split (JSON lines)")
+    produce.add_argument("--limit", type=int, help="stop after this many records")
+    produce.add_argument("--rate", type=float, default=0.0,
+                         help="records per second (0: as fast as possible)")
+    produce.add_argument("--repeat", type=int, default=1,
+                         help="send the input this many times (0: forever)")
+    produce.add_argument("--create-topic", type=int, metavar="PARTITIONS",
+                         help="create the topic with this many partitions if missing")
+    produce.add_argument("paths", nargs="+", metavar="PATH")
+    produce.set_defaults(func=cmd_produce)
+
+    try:
+        from model.cli import add_commands
+    except ImportError as exc:  # pragma: no cover - model/ always ships with the worker
+        raise SystemExit(f"streamclf: model package unavailable: {exc}") from exc
+    add_commands(sub)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"streamclf: config error: {exc}", file=sys.stderr)
+        return 2
+    except BrokerError as exc:
+        print(f"streamclf: broker: {exc}", file=sys.stderr)
+        return 1
+    except StreamclfError as exc:
+        print(f"streamclf: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- run --------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from worker.app import Worker
+    from worker.config import load_config, redacted
+
+    config = load_config(args.config, args.overrides)
+    setup_logging(config.logging.level, config.logging.format)
+    log.info("configuration: %s", json.dumps(redacted(config)))
+    worker = Worker(config)
+    _stop_on_signals(worker.stop)
+    return worker.run()
+
+
+def _stop_on_signals(stop: Any) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("received %s: draining", signal.Signals(signum).name)
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+# -- broker -----------------------------------------------------------------------------------
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from worker.broker import EmbeddedBroker
+
+    setup_logging()
+    broker = EmbeddedBroker(port=args.port).start()
+    print(f"broker listening on {broker.bootstrap} (in memory; Ctrl-C to stop)", flush=True)
+    stopped = {"flag": False}
+
+    def handler(_signum: int, _frame: Any) -> None:
+        stopped["flag"] = True
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    try:
+        while not stopped["flag"]:
+            signal.pause() if hasattr(signal, "pause") else time.sleep(1)
+    finally:
+        broker.stop()
+    return 0
+
+
+# -- produce ----------------------------------------------------------------------------------
+
+
+def record_for(example: Any) -> tuple[bytes, bytes]:
+    """(key, value) for a data example: raw mail as is, text as a JSON request."""
+    key = example.id.encode()
+    if example.raw is not None:
+        return key, example.raw
+    return key, json.dumps({"id": example.id, "text": example.text}, ensure_ascii=False).encode()
+
+
+def iter_records(paths: Sequence[str], split: str | None = None) -> Iterator[tuple[bytes, bytes]]:
+    from model.data import iter_examples
+
+    for path in paths:
+        if not Path(path).exists():
+            raise ConfigError(f"{path}: no such file or directory")
+        for example in iter_examples(path):
+            if split is None or example.split == split:
+                yield record_for(example)
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from kafka import KafkaProducer
+
+    from worker.kafka import ensure_topics
+
+    setup_logging("WARNING")
+    if args.create_topic:
+        ensure_topics(args.bootstrap_servers, [args.topic], args.create_topic)
+    producer = KafkaProducer(bootstrap_servers=args.bootstrap_servers, linger_ms=20,
+                             max_request_size=16 * 1024 * 1024)
+    sent = 0
+    started = time.monotonic()
+    rounds = 0
+    try:
+        while args.repeat == 0 or rounds < args.repeat:
+            rounds += 1
+            for key, value in iter_records(args.paths, args.split):
+                if args.limit is not None and sent >= args.limit:
+                    break
+                producer.send(args.topic, key=key, value=value)
+                sent += 1
+                if args.rate > 0:
+                    ahead = started + sent / args.rate - time.monotonic()
+                    if ahead > 0:
+                        time.sleep(ahead)  # pacing the load, not synchronisation
+            if args.limit is not None and sent >= args.limit:
+                break
+        producer.flush()
+    finally:
+        producer.close()
+    print(f"produced {sent} records to {args.topic}", file=sys.stderr)
+    return 0
+
+
+# -- demo -------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from worker.demo import run_demo
+
+    setup_logging("WARNING")
+    return run_demo(messages=args.messages, data_dir=Path(args.data),
+                    metrics_port=args.metrics_port)

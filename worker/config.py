@@ -1,0 +1,304 @@
+"""Configuration: YAML file, then `STREAMCLF__SECTION__KEY` environment overrides, then `--set`.
+
+Every key is optional and has a default below. Unknown keys and values of the wrong type raise
+`ConfigError` naming the key's dotted path; the CLI turns that into exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from worker.errors import ConfigError
+
+ENV_PREFIX = "STREAMCLF__"
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: list[str] = field(default_factory=lambda: ["localhost:9092"])
+    input_topics: list[str] = field(default_factory=lambda: ["streamclf-input"])
+    output_topic: str = "streamclf-output"
+    dlq_topic: str = "streamclf-dlq"
+    group_id: str = "streamclf"
+    client_id: str = "streamclf"
+    # Static membership (KIP-345): a restart with the same id does not reshuffle the group.
+    group_instance_id: str | None = None
+    # Security settings, passed to both consumer and producer. Secrets may also come from files.
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: str | None = None
+    sasl_plain_password_file: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: str | None = None
+    ssl_check_hostname: bool = True
+    # Passed unchanged to KafkaConsumer / KafkaProducer (they win over the settings above).
+    consumer: dict[str, Any] = field(default_factory=dict)
+    producer: dict[str, Any] = field(default_factory=dict)
+    # How long to retry a produce that the broker refused before giving up on the process.
+    produce_retry_max_backoff_ms: int = 10_000
+    # Consumer lag is refreshed from the broker's end offsets at this period.
+    lag_refresh_ms: int = 5_000
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = "bundled"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    max_tokens: int | None = None  # None: the artifact's own
+    threshold: float | None = None  # None: the artifact's own (chosen on validation)
+    threads: int = 0  # torch intra-op threads; 0: one per available core
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_batch_size: int = 64
+    max_wait_ms: float = 20.0
+    # Records polled but not yet acknowledged; above it the partitions are paused.
+    max_in_flight: int = 2000
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    format: str = "auto"  # auto | json | email | text
+    text_fields: list[str] = field(default_factory=lambda: ["text"])
+    id_field: str = "id"
+    # Values larger than this go to the dead-letter topic as too_large.
+    max_bytes: int = 10_000_000
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    # label -> extra topic that also receives that label's results.
+    routes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    host: str = "0.0.0.0"
+    port: int = 9100
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"
+    format: str = "json"  # json | text
+
+
+@dataclass(frozen=True)
+class ShutdownConfig:
+    # SIGTERM: finish, flush and commit within this deadline (below Kubernetes' 30 s grace).
+    drain_timeout_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    # /healthz fails when partitions have lag but nothing was committed for this long.
+    stuck_after_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class Config:
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+
+
+_CHOICES = {
+    "model.device": None,  # checked by _check_device
+    "input.format": ("auto", "json", "email", "text"),
+    "logging.format": ("json", "text"),
+    "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+    "kafka.security_protocol": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+}
+_POSITIVE = {
+    "batching.max_batch_size",
+    "batching.max_in_flight",
+    "input.max_bytes",
+    "model.max_tokens",
+    "kafka.lag_refresh_ms",
+    "kafka.produce_retry_max_backoff_ms",
+    "shutdown.drain_timeout_s",
+    "health.stuck_after_s",
+}
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the configuration: YAML file, then environment, then `key.path=value` pairs."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        data = loaded or {}
+    env = os.environ if environ is None else environ
+    for name, value in sorted(env.items()):
+        if name.startswith(ENV_PREFIX):
+            dotted = ".".join(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+            _set_path(data, dotted, _parse_scalar(value), origin=name)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        _set_path(data, key.strip(), _parse_scalar(value), origin=f"--set {key.strip()}")
+    config = _build(Config, data, "")
+    _validate(config)
+    return config
+
+
+def _parse_scalar(value: str) -> Any:
+    """Env and --set values are YAML scalars or flow collections: `6000`, `true`, `[a, b]`."""
+    try:
+        return yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        return value
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any, origin: str) -> None:
+    parts = dotted.split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(parts[: i + 1])}: is not a section (from {origin})")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            where = f"{prefix}{key}"
+            raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, path: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path + ".")
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, path)
+    if origin is list:
+        if isinstance(value, str):  # "a,b" from env or --set
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {_describe(value)}")
+        return [_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {_describe(value)}")
+        return dict(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected true or false, got {_describe(value)}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected an integer, got {_describe(value)}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{path}: expected a number, got {_describe(value)}")
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{path}: expected a string, got {_describe(value)}")
+    return value
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"[:80]
+
+
+def _validate(config: Config) -> None:
+    for dotted, choices in _CHOICES.items():
+        value = _get(config, dotted)
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{dotted}: must be one of {', '.join(choices)}, got {value!r}")
+    for dotted in _POSITIVE:
+        value = _get(config, dotted)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{dotted}: must be positive, got {value!r}")
+    device = config.model.device
+    if device not in ("auto", "cpu", "cuda") and not (
+        device.startswith("cuda:") and device[5:].isdigit()
+    ):
+        raise ConfigError(f"model.device: must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if config.batching.max_wait_ms < 0:
+        raise ConfigError("batching.max_wait_ms: must be zero or more")
+    if config.model.threshold is not None and not 0.0 <= config.model.threshold <= 1.0:
+        raise ConfigError("model.threshold: must be between 0 and 1")
+    if config.model.threads < 0:
+        raise ConfigError("model.threads: must be zero (auto) or more")
+    if not config.kafka.input_topics:
+        raise ConfigError("kafka.input_topics: at least one topic is needed")
+    if not 0 <= config.metrics.port <= 65535:
+        raise ConfigError("metrics.port: must be between 0 and 65535")
+
+
+def _get(config: Config, dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The configuration as a dict with secrets masked, safe to log."""
+    data = dataclasses.asdict(config)
+
+    def mask(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                k: ("***" if _is_secret(k) and v else mask(v)) for k, v in node.items()
+            }
+        return node
+
+    return typing.cast(dict[str, Any], mask(data))
+
+
+def _is_secret(key: str) -> bool:
+    key = key.lower()
+    return any(word in key for word in ("password", "secret", "token", "sasl_oauth"))

@@ -1,0 +1,26 @@
+"""The worker's exceptions, all rooted in one base class.
+
+    StreamclfError
+     ├── ConfigError      bad configuration or usage (exit code 2)
+     ├── BrokerError      the embedded development broker could not start
+     └── FatalError       the worker cannot go on; it stops cleanly and restarts from the last
+                          committed offsets (exit code 1)
+
+Problems with a single record are not exceptions: they become dead letters (see `codec`).
+"""
+
+
+class StreamclfError(Exception):
+    """Base of every error the worker raises on purpose."""
+
+
+class ConfigError(StreamclfError):
+    """The configuration or command line is invalid; the message names the key."""
+
+
+class BrokerError(StreamclfError):
+    """The embedded broker could not be found or started."""
+
+
+class FatalError(StreamclfError):
+    """An unrecoverable runtime failure."""

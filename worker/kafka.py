@@ -1,0 +1,133 @@
+"""Thin wrappers around kafka-python: client settings, consumer, producer, topic creation.
+
+Only this module and `app` import kafka-python. Nothing here depends on a particular broker.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.errors import TopicAlreadyExistsError
+
+from worker.codec import SourceRecord
+from worker.config import KafkaConfig
+from worker.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_SECURITY_KEYS = (
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_plain_username",
+    "sasl_plain_password",
+    "ssl_cafile",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_password",
+    "ssl_check_hostname",
+)
+# Settings the worker's delivery guarantee depends on; a pass-through may not change them.
+_CONSUMER_FIXED = {"enable_auto_commit": False}
+
+
+def client_settings(config: KafkaConfig) -> dict[str, Any]:
+    """Connection and security settings shared by consumer, producer and admin client."""
+    settings: dict[str, Any] = {
+        "bootstrap_servers": list(config.bootstrap_servers),
+        "client_id": config.client_id,
+    }
+    for key in _SECURITY_KEYS:
+        value = getattr(config, key)
+        if value is not None:
+            settings[key] = value
+    if config.sasl_plain_password_file:
+        try:
+            password = Path(config.sasl_plain_password_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"kafka.sasl_plain_password_file: cannot read it ({exc.strerror})"
+            ) from exc
+        settings["sasl_plain_password"] = password
+    return settings
+
+
+def consumer_settings(config: KafkaConfig) -> dict[str, Any]:
+    settings = client_settings(config)
+    settings.update(
+        group_id=config.group_id,
+        auto_offset_reset="earliest",  # a new group classifies what is already there
+        partition_assignment_strategy=(CooperativeStickyAssignor,),
+        max_poll_records=500,
+    )
+    if config.group_instance_id:
+        settings["group_instance_id"] = config.group_instance_id
+    for key, value in config.consumer.items():
+        if key in _CONSUMER_FIXED and value != _CONSUMER_FIXED[key]:
+            raise ConfigError(
+                f"kafka.consumer.{key}: must stay {_CONSUMER_FIXED[key]!r}; the worker commits "
+                "offsets itself once results are acknowledged"
+            )
+        settings[key] = value
+    settings.update(_CONSUMER_FIXED)
+    return settings
+
+
+def producer_settings(config: KafkaConfig) -> dict[str, Any]:
+    settings = client_settings(config)
+    settings.update(
+        acks="all",
+        linger_ms=5,  # small batches of results cost little latency and save many requests
+        max_block_ms=10_000,  # a missing topic must not block the inference thread for a minute
+    )
+    settings.update(config.producer)
+    return settings
+
+
+def make_consumer(config: KafkaConfig) -> KafkaConsumer:
+    try:
+        return KafkaConsumer(**consumer_settings(config))
+    except (TypeError, AssertionError) as exc:
+        raise ConfigError(f"kafka.consumer: {exc}") from exc
+
+
+def make_producer(config: KafkaConfig) -> KafkaProducer:
+    try:
+        return KafkaProducer(**producer_settings(config))
+    except (TypeError, AssertionError) as exc:
+        raise ConfigError(f"kafka.producer: {exc}") from exc
+
+
+def source_record(record: ConsumerRecord) -> SourceRecord:
+    headers = tuple((name, value or b"") for name, value in (record.headers or ()))
+    return SourceRecord(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        timestamp_ms=record.timestamp if record.timestamp is not None else -1,
+        key=record.key,
+        value=record.value,
+        headers=headers,
+    )
+
+
+def ensure_topics(
+    bootstrap_servers: str | list[str], topics: list[str], partitions: int = 3, **settings: Any
+) -> None:
+    """Create topics that do not exist yet (for the demo, benchmarks and tests)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, **settings)
+    try:
+        existing = set(admin.list_topics())
+        missing = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
+        if missing:
+            try:
+                admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()

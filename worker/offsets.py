@@ -1,0 +1,108 @@
+"""Per-partition commit watermarks.
+
+An offset may be committed only when the record at it and every earlier record of its partition
+are acknowledged. Records are tracked in poll order and acknowledged in any order; the watermark
+is the first offset still pending. Thread-safe: acknowledgements arrive on the producer's thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+Partition = tuple[str, int]  # (topic, partition)
+
+
+@dataclass
+class _PartitionState:
+    pending: deque[int] = field(default_factory=deque)  # offsets in poll order
+    acked: set[int] = field(default_factory=set)  # acknowledged, not yet at the front
+    next_offset: int | None = None  # the offset to commit (first not yet done)
+    committed: int | None = None  # the last offset committed
+    first: int = 0  # the first offset tracked, to count what commits cover
+
+
+class OffsetTracker:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._partitions: dict[Partition, _PartitionState] = {}
+        self._in_flight = 0
+
+    def track(self, partition: Partition, offset: int) -> None:
+        """Register a polled record (offsets of one partition arrive in increasing order)."""
+        with self._lock:
+            state = self._partitions.get(partition)
+            if state is None:
+                state = self._partitions[partition] = _PartitionState(first=offset)
+            if state.pending and offset <= state.pending[-1]:
+                raise ValueError(f"offset {offset} of {partition} tracked out of order")
+            if not state.pending:
+                state.next_offset = offset
+            state.pending.append(offset)
+            self._in_flight += 1
+
+    def ack(self, partition: Partition, offset: int) -> None:
+        """Mark a record done: its result or dead letter is acknowledged by the broker."""
+        with self._lock:
+            state = self._partitions.get(partition)
+            if state is None or offset in state.acked:
+                return  # forgotten after a revoke, or a duplicate acknowledgement
+            if not state.pending or offset < state.pending[0]:
+                return
+            state.acked.add(offset)
+            self._in_flight -= 1
+            while state.pending and state.pending[0] in state.acked:
+                done = state.pending.popleft()
+                state.acked.discard(done)
+                state.next_offset = done + 1
+            if state.pending:
+                state.next_offset = state.pending[0]
+
+    def committable(self) -> dict[Partition, int]:
+        """Offsets (next record to read) that advanced since the last commit."""
+        with self._lock:
+            return {
+                p: s.next_offset
+                for p, s in self._partitions.items()
+                if s.next_offset is not None and s.next_offset != s.committed
+            }
+
+    def mark_committed(self, offsets: dict[Partition, int]) -> int:
+        """Record a successful commit; return how many records it covered."""
+        covered = 0
+        with self._lock:
+            for p, offset in offsets.items():
+                state = self._partitions.get(p)
+                if state is None:
+                    continue
+                floor = state.committed if state.committed is not None else state.first
+                covered += max(0, offset - floor)
+                state.committed = offset
+        return covered
+
+    def in_flight(self, partitions: set[Partition] | None = None) -> int:
+        """Records tracked but not yet acknowledged (optionally only for some partitions)."""
+        with self._lock:
+            if partitions is None:
+                return self._in_flight
+            return sum(
+                len(s.pending) - len(s.acked)
+                for p, s in self._partitions.items()
+                if p in partitions
+            )
+
+    def position(self, partition: Partition) -> int | None:
+        """The first offset not yet done for a partition, if any record was tracked."""
+        with self._lock:
+            state = self._partitions.get(partition)
+            return None if state is None else state.next_offset
+
+    def forget(self, partitions: set[Partition] | list[Partition]) -> None:
+        """Drop partitions (revoked or lost); late acknowledgements for them are ignored."""
+        with self._lock:
+            for p in partitions:
+                state = self._partitions.pop(p, None)
+                if state is not None:
+                    self._in_flight -= len(state.pending) - len(state.acked)
+
