@@ -1,0 +1,334 @@
+"""``streamclf train | predict | eval``: the model's command-line commands.
+
+The worker's CLI owns the top-level parser and calls ``add_commands``. Torch is imported inside
+the handlers so that ``streamclf --help`` and the worker's other commands stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_commands", "main"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _error(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"streamclf: error: {message}", file=sys.stderr)
+    return code
+
+
+def _existing(paths: Sequence[str]) -> str | None:
+    """The first path that does not exist, if any."""
+    for p in paths:
+        if p != "-" and not Path(p).exists():
+            return p
+    return None
+
+
+def _model_missing(model: str) -> str | None:
+    if model == "bundled":
+        return None
+    return None if Path(model).is_dir() else f"model directory not found: {model}"
+
+
+def _default_threads() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``train``, ``predict`` and ``eval`` on the worker's subparsers."""
+    t = subparsers.add_parser(
+        "train",
+        help="train a model artifact",
+        description="Train an LSTM classifier on labelled data (train split; val for early "
+        "stopping, calibration and the threshold) and write an artifact directory.",
+    )
+    t.add_argument("--data", nargs="+", required=True, metavar="PATH", help="data files/dirs")
+    t.add_argument("--out", required=True, metavar="DIR", help="artifact directory to write")
+    t.add_argument("--epochs", type=int, default=10, help="maximum epochs (default 10)")
+    t.add_argument("--seed", type=int, default=13)
+    t.add_argument("--max-tokens", type=int, default=384, help="tokens per text (head+tail)")
+    t.add_argument("--threads", type=int, default=_default_threads(), help="torch threads")
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--vocab-size", type=int, default=20_000)
+    t.add_argument("--embed-dim", type=int, default=96)
+    t.add_argument("--hidden-dim", type=int, default=96)
+    t.add_argument("--unidirectional", action="store_true", help="one LSTM direction only")
+    t.add_argument("--dropout", type=float, default=0.3)
+    t.add_argument("--patience", type=int, default=2, help="early-stopping patience (epochs)")
+    t.add_argument(
+        "--max-ham-loss", type=float, default=0.005, help="threshold target false-positive rate"
+    )
+    t.add_argument("--positive-label", default="spam")
+    t.add_argument("--name", default="streamclf-spam")
+    t.add_argument("--version", default="1")
+    t.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
+    t.add_argument("--quiet", action="store_true", help="no progress output")
+    t.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser(
+        "predict",
+        help="classify text, an .eml file or JSON lines",
+        description="Classify the input and print one JSON line per message: id, label, score, "
+        "scores. Input: JSON lines (id + text or raw), one email, or plain text (one message "
+        "per line).",
+    )
+    p.add_argument("--model", default="bundled", help="artifact directory or 'bundled'")
+    p.add_argument("input", nargs="?", default="-", help="file, or - for stdin (default)")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N (default cpu)")
+    p.add_argument("--max-tokens", type=int, default=None)
+    p.add_argument("--threshold", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=_default_threads())
+    p.set_defaults(func=cmd_predict)
+
+    e = subparsers.add_parser(
+        "eval",
+        help="evaluate a model on labelled data",
+        description="Metrics overall and per source: accuracy, precision, recall, F1 for the "
+        "positive label, ROC-AUC, ham_loss (false-positive rate) and spam_miss.",
+    )
+    e.add_argument("--model", default="bundled", help="artifact directory or 'bundled'")
+    e.add_argument("--data", nargs="+", required=True, metavar="PATH")
+    e.add_argument("--split", default="test", help="split to score, or 'all' (default test)")
+    e.add_argument("--report", metavar="DIR", help="write report.md and PNG figures here")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--positive-label", default=None, help="default: the model's, else spam")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--threshold", type=float, default=None)
+    e.add_argument("--max-tokens", type=int, default=None)
+    e.add_argument("--threads", type=int, default=_default_threads())
+    e.set_defaults(func=cmd_eval)
+
+
+# --- handlers ------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    missing = _existing(args.data)
+    if missing:
+        return _error(f"data not found: {missing}")
+    for name in ("epochs", "max_tokens", "threads", "batch_size", "vocab_size"):
+        if getattr(args, name) < 1:
+            return _error(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 <= args.max_ham_loss < 1:
+        return _error("--max-ham-loss must be within [0, 1)")
+    from model.data import DataError
+    from model.train import TrainOptions, train
+
+    opts = TrainOptions(
+        data=[Path(d) for d in args.data],
+        out=Path(args.out),
+        epochs=args.epochs,
+        seed=args.seed,
+        max_tokens=args.max_tokens,
+        threads=args.threads,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        vocab_size=args.vocab_size,
+        embed_dim=args.embed_dim,
+        hidden_dim=args.hidden_dim,
+        bidirectional=not args.unidirectional,
+        dropout=args.dropout,
+        patience=args.patience,
+        max_ham_loss=args.max_ham_loss,
+        positive_label=args.positive_label,
+        name=args.name,
+        version=args.version,
+        max_minutes=args.max_minutes,
+        progress=not args.quiet,
+    )
+    try:
+        train(opts)
+    except (DataError, ValueError) as exc:
+        return _error(str(exc))
+    return EXIT_OK
+
+
+def _load_predictor(args: argparse.Namespace) -> Any:
+    import torch
+
+    from model.predictor import Predictor
+
+    torch.set_num_threads(max(1, args.threads))
+    return Predictor.load(
+        args.model, device=args.device, max_tokens=args.max_tokens, threshold=args.threshold
+    )
+
+
+def _read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    return Path(path).read_bytes()
+
+
+def _messages(path: str, data: bytes) -> Iterator[tuple[str, str]]:
+    """(id, model text) pairs from JSON lines, one email, or plain text lines."""
+    from model.data import Example, example_text, iter_examples
+    from model.email import email_to_text, looks_like_email
+
+    name = "stdin" if path == "-" else Path(path).name
+    if path != "-" and Path(path).is_dir():
+        for ex in iter_examples(path):
+            yield ex.id, example_text(ex)
+        return
+    if path.endswith(".gz"):
+        for ex in iter_examples(path):
+            yield ex.id, example_text(ex)
+        return
+    if data.lstrip().startswith(b"{"):
+        for lineno, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            raw = row.get("raw")
+            ex = Example(
+                id=str(row.get("id", f"{name}:{lineno}")),
+                label=None,
+                split=None,
+                source=name,
+                raw=None if raw is None else str(raw).encode("utf-8", "surrogateescape"),
+                text=row.get("text") if raw is not None or "text" in row else _subject_body(row),
+            )
+            yield ex.id, example_text(ex)
+        return
+    if path.lower().endswith(".eml") or looks_like_email(data):
+        yield name, email_to_text(data)
+        return
+    for lineno, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+        if line.strip():
+            yield f"{name}:{lineno}", line
+
+
+def _subject_body(row: dict[str, Any]) -> str:
+    """Text of a ``{"subject": ..., "body": ...}`` message, laid out like email_to_text's."""
+    subject = str(row.get("subject") or "").strip()
+    body = str(row.get("body") or "")
+    return f"Subject: {subject}\n{body}" if subject else body
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    if args.input != "-" and not Path(args.input).exists():
+        return _error(f"input not found: {args.input}")
+    problem = _model_missing(args.model)
+    if problem:
+        return _error(problem)
+    if args.batch_size < 1:
+        return _error("--batch-size must be at least 1")
+    from model.artifact import ArtifactError
+
+    try:
+        predictor = _load_predictor(args)
+    except (ArtifactError, ValueError) as exc:
+        return _error(str(exc))
+    try:
+        messages = _messages(
+            args.input, b"" if Path(args.input).is_dir() else _read_input(args.input)
+        )
+        batch: list[tuple[str, str]] = []
+        for item in messages:
+            batch.append(item)
+            if len(batch) >= args.batch_size:
+                _emit(predictor, batch)
+                batch = []
+        if batch:
+            _emit(predictor, batch)
+    except (json.JSONDecodeError, ValueError) as exc:
+        return _error(f"bad input: {exc}", EXIT_FAILURE)
+    return EXIT_OK
+
+
+def _emit(predictor: Any, batch: list[tuple[str, str]]) -> None:
+    preds = predictor.predict([text for _, text in batch])
+    for (msg_id, _), pred in zip(batch, preds, strict=True):
+        row = {
+            "id": msg_id,
+            "label": pred.label,
+            "score": round(pred.score, 6),
+            "scores": {k: round(v, 6) for k, v in pred.scores.items()},
+        }
+        sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    missing = _existing(args.data)
+    if missing:
+        return _error(f"data not found: {missing}")
+    problem = _model_missing(args.model)
+    if problem:
+        return _error(problem)
+    from model.artifact import ArtifactError
+    from model.data import DataError
+    from model.evaluate import evaluate, load_eval_examples, score_examples
+
+    if args.report:
+        from model.report import plotting_available
+
+        if not plotting_available():
+            return _error("--report needs matplotlib: pip install 'streamclf[plots]'")
+    try:
+        predictor = _load_predictor(args)
+        examples = load_eval_examples(args.data, args.split)
+    except (ArtifactError, DataError, ValueError) as exc:
+        return _error(str(exc))
+    if not examples:
+        return _error(f"no labelled examples in split {args.split!r}")
+    unknown = sorted({ex.label for ex in examples} - set(predictor.labels), key=str)
+    if unknown:
+        return _error(f"labels {unknown} in the data are not the model's {list(predictor.labels)}")
+    rows = score_examples(predictor, examples)
+    try:
+        result = evaluate(predictor, rows, args.positive_label)
+    except ValueError as exc:
+        return _error(str(exc))
+    result["split"] = args.split
+    if args.report:
+        from model.report import write_report
+
+        write_report(Path(args.report), result, rows, predictor)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(_summary(result))
+    return EXIT_OK
+
+
+def _summary(result: dict[str, Any]) -> str:
+    """A small human-readable table."""
+    lines = [f"model {result['model']}  split {result['split']}  n {result['n']}"]
+    if result.get("positive_label"):
+        head = "source            n      acc    prec   recall f1     auc      ham_loss spam_miss"
+        lines.append(head)
+        groups = {"overall": result, **result["by_source"]}
+        for name, m in groups.items():
+            auc = m["roc_auc"]
+            lines.append(
+                f"{name[:16]:<16} {m['n']:>5}  {m['accuracy']:.4f} {m['precision']:.4f} "
+                f"{m['recall']:.4f} {m['f1']:.4f} {'  n/a ' if auc is None else f'{auc:.5f}'} "
+                f"{m['ham_loss']:.4f}   {m['spam_miss']:.4f}"
+            )
+    else:
+        lines.append(f"accuracy {result['accuracy']:.4f}  macro F1 {result['macro_f1']:.4f}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m model.cli``) with just the model commands."""
+    parser = argparse.ArgumentParser(prog="streamclf")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_commands(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""RFC 822 / MIME email → the plain text the model reads.
+
+Standard library only: the worker's codec imports this module without torch.
+
+The text is the decoded subject on a first line ``Subject: ...``, then the body: text/plain where
+a multipart/alternative offers it, else HTML reduced to its visible text (plus link targets, which
+the tokenizer turns into URL tokens). Attachments become ``[attachment name type]`` lines; their
+payloads are never decoded. Parsing uses the ``compat32`` policy, which does not interpret header
+values, so malformed headers cannot raise; we decode encoded words ourselves.
+
+Every step is bounded (input bytes, nesting depth, number of parts, decoded text per part and in
+total) so hostile input costs bounded time and memory.
+"""
+
+from __future__ import annotations
+
+import binascii
+import email.header
+import email.parser
+import email.policy
+import email.utils
+import re
+from email.message import Message
+from html.parser import HTMLParser
+
+__all__ = ["EmailError", "email_to_text", "looks_like_email"]
+
+# Decoded text kept per part and in total: the tokenizer reads at most a few thousand tokens.
+MAX_PART_CHARS = 200_000
+MAX_TOTAL_CHARS = 400_000
+# HTML is parsed in Python, so its input is capped before parsing.
+MAX_HTML_CHARS = 300_000
+MAX_HEADER_CHARS = 2_000
+
+_KNOWN_HEADERS = (
+    b"received",
+    b"from",
+    b"subject",
+    b"return-path",
+    b"mime-version",
+    b"message-id",
+    b"delivered-to",
+    b"date",
+    b"to",
+    b"content-type",
+    b"x-",
+)
+_HEADER_LINE = re.compile(rb"^([!-9;-~]{1,76}):[ \t]?")
+
+
+class EmailError(ValueError):
+    """The input cannot be read as an email at all."""
+
+
+def looks_like_email(data: bytes) -> bool:
+    """Cheap guess whether *data* starts like an RFC 822 message (or an mbox ``From `` line).
+
+    True when the first lines hold an mbox ``From `` line, a well-known header name, or at least two
+    ``Name: value`` header lines before the first blank line.
+    """
+    head = data[:4096].lstrip(b"\r\n")
+    if head.startswith(b"From ") and b"\n" in head:
+        return True
+    count = 0
+    for line in head.splitlines()[:20]:
+        if not line.strip():
+            break
+        if line[:1] in (b" ", b"\t"):  # folded continuation of the previous header
+            if count:
+                continue
+            return False
+        match = _HEADER_LINE.match(line)
+        if not match:
+            return False
+        name = match.group(1).lower()
+        if name in _KNOWN_HEADERS or name.startswith(b"x-") and count:
+            return True
+        count += 1
+        if count >= 2:
+            return True
+    return False
+
+
+def email_to_text(
+    raw: bytes, *, max_bytes: int = 10_000_000, max_depth: int = 20, max_parts: int = 100
+) -> str:
+    """Reduce a raw RFC 822 / MIME message to model text.
+
+    Never raises for bad charsets, broken encodings or odd structure; raises ``EmailError`` only
+    when the input is not bytes-like.
+    """
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogateescape")
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise EmailError(f"expected bytes, got {type(raw).__name__}")
+    raw = bytes(raw[:max_bytes])
+    try:
+        msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
+    except RecursionError:
+        # Nesting beyond the parser's own stack: keep the visible start of the message.
+        return _decode_bytes(raw[:MAX_PART_CHARS], None)
+    lines: list[str] = []
+    subject = _header(msg, "subject")
+    if subject:
+        lines.append(f"Subject: {subject}")
+    lines.append(_body(msg, max_depth=max_depth, max_parts=max_parts))
+    return "\n".join(line for line in lines if line)
+
+
+# --- headers -------------------------------------------------------------------------------------
+
+_WS = re.compile(r"\s+")
+
+
+def _header(msg: Message, name: str) -> str:
+    """The header's value with RFC 2047 encoded words decoded, whitespace collapsed."""
+    value = msg.get(name)
+    if value is None:
+        return ""
+    return _WS.sub(" ", decode_header_value(str(value)[:MAX_HEADER_CHARS])).strip()
+
+
+def decode_header_value(value: str) -> str:
+    """Decode RFC 2047 encoded words, tolerating unknown charsets and broken encodings."""
+    if "=?" not in value:
+        return value
+    try:
+        parts = email.header.decode_header(value)
+    except (ValueError, binascii.Error, LookupError, AssertionError, UnicodeError):
+        return value
+    out = []
+    for chunk, charset in parts:
+        if isinstance(chunk, str):
+            out.append(chunk)
+        else:
+            out.append(_decode_bytes(chunk, charset))
+    # decode_header drops the whitespace between an encoded word and plain text; join by pieces.
+    return " ".join(piece.strip() for piece in out if piece.strip())
+
+
+# --- body ----------------------------------------------------------------------------------------
+
+
+def _body(msg: Message, *, max_depth: int, max_parts: int) -> str:
+    """Walk the MIME tree iteratively (no recursion) within the depth and part budgets."""
+    out: list[str] = []
+    total = 0
+    seen = 0
+    stack: list[tuple[Message, int]] = [(msg, 0)]
+    while stack and seen < max_parts and total < MAX_TOTAL_CHARS:
+        part, depth = stack.pop()
+        seen += 1
+        ctype = _content_type(part)
+        if part.is_multipart():
+            if depth >= max_depth:
+                continue
+            children = [p for p in _payload_list(part) if isinstance(p, Message)]
+            if ctype == "multipart/alternative":
+                children = _pick_alternative(children)
+            # The stack pops the last item first: push in reverse to keep document order.
+            for child in reversed(children[:max_parts]):
+                stack.append((child, depth + 1))
+            continue
+        text = _leaf_text(part, ctype)
+        if text:
+            text = text[: MAX_TOTAL_CHARS - total]
+            total += len(text)
+            out.append(text)
+    return "\n".join(out)
+
+
+def _payload_list(part: Message) -> list:
+    payload = part.get_payload()
+    return payload if isinstance(payload, list) else []
+
+
+def _content_type(part: Message) -> str:
+    try:
+        return part.get_content_type()
+    except Exception:  # noqa: BLE001 - a header this broken just means "unknown"
+        return "text/plain"
+
+
+def _pick_alternative(children: list[Message]) -> list[Message]:
+    """Prefer a non-empty text/plain alternative; else the richest one (the last, per RFC 2046)."""
+    for child in children:
+        if _content_type(child) == "text/plain" and not _is_attachment(child):
+            if _leaf_text(child, "text/plain").strip():
+                return [child]
+    return children[-1:]
+
+
+def _is_attachment(part: Message) -> bool:
+    """An explicit attachment (a named text part shown inline still counts as body text)."""
+    disposition = str(part.get("content-disposition", "")).lower()
+    return disposition.strip().startswith("attachment")
+
+
+def _filename(part: Message) -> str:
+    try:
+        name = part.get_filename() or part.get_param("name") or ""
+    except Exception:  # noqa: BLE001 - malformed parameters
+        return ""
+    if isinstance(name, tuple):  # RFC 2231 value not collapsed by compat32
+        name = email.utils.collapse_rfc2231_value(name)
+    return _WS.sub(" ", decode_header_value(str(name)[:200])).strip()
+
+
+def _leaf_text(part: Message, ctype: str) -> str:
+    """Text of a non-multipart part; attachments and non-text parts become a one-line marker."""
+    if ctype == "message/rfc822" or ctype.startswith("message/"):
+        return ""  # compat32 gives these a list payload; handled as multipart above
+    if not ctype.startswith("text/") or _is_attachment(part):
+        return f"[attachment {_filename(part) or 'unnamed'} {ctype}]"
+    data = _payload_bytes(part)
+    try:
+        charset = part.get_content_charset()
+    except Exception:  # noqa: BLE001
+        charset = None
+    if ctype == "text/html":
+        return html_to_text(_decode_bytes(data[: MAX_HTML_CHARS * 2], charset)[:MAX_HTML_CHARS])
+    return _decode_bytes(data, charset)[:MAX_PART_CHARS]
+
+
+def _payload_bytes(part: Message) -> bytes:
+    """The decoded (QP/base64) payload, falling back to the raw payload if decoding fails."""
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:  # noqa: BLE001 - broken transfer encodings
+        data = None
+    if isinstance(data, bytes):
+        return data
+    raw = part.get_payload()
+    if isinstance(raw, str):
+        return raw.encode("utf-8", "surrogateescape")
+    return b""
+
+
+def _decode_bytes(data: bytes, charset: str | None) -> str:
+    """Decode with the declared charset, then UTF-8, then cp1252; never raises."""
+    for candidate in (charset, "utf-8"):
+        if not candidate:
+            continue
+        try:
+            return data.decode(candidate.strip().strip('"').lower())
+        except (LookupError, UnicodeError, ValueError, TypeError):
+            continue
+        except Exception:  # noqa: BLE001 - exotic codecs may raise anything
+            continue
+    return data.decode("cp1252", "replace")
+
+
+# --- HTML ----------------------------------------------------------------------------------------
+
+_BLOCK_TAGS = frozenset(
+    "p br div li tr td th h1 h2 h3 h4 h5 h6 table ul ol hr blockquote pre title".split()
+)
+_SKIP_TAGS = frozenset(("script", "style", "head", "noscript", "template"))
+
+
+class _TextExtractor(HTMLParser):
+    """Collects visible text and link targets; skips script/style/head content."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIP_TAGS:
+            self.skip += 1
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+        if tag == "a":
+            href = dict(attrs).get("href") or ""
+            if href.startswith(("http://", "https://")):
+                self.parts.append(f" {href[:200]} ")
+        elif tag == "img":
+            alt = dict(attrs).get("alt") or ""
+            if alt:
+                self.parts.append(f" {alt[:200]} ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP_TAGS:
+            self.skip = max(0, self.skip - 1)
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.parts.append(data)
+
+
+_BLANKS = re.compile(r"[ \t\r\f\v]+")
+_NEWLINES = re.compile(r"\n\s*\n+")
+
+
+def html_to_text(html: str) -> str:
+    """Visible text of an HTML document (whitespace collapsed); never raises."""
+    parser = _TextExtractor()
+    try:
+        parser.feed(html)
+        parser.close()
+    except Exception:  # noqa: BLE001 - html.parser is lenient, but keep what we have
+        pass
+    text = _BLANKS.sub(" ", "".join(parser.parts))
+    return _NEWLINES.sub("\n", text).strip()

@@ -1,0 +1,110 @@
+"""Score a model on labelled data: metrics overall and per source, and an optional report."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model.data import Example, example_text, iter_examples
+from model.metrics import binary_metrics, multiclass_metrics
+from model.predictor import Predictor, decide
+
+__all__ = ["Scored", "score_examples", "evaluate", "load_eval_examples"]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One evaluated example: truth, probabilities (in the predictor's label order), decision."""
+
+    id: str
+    source: str
+    label: str
+    probs: tuple[float, ...]
+    predicted: str
+    text: str
+
+
+def corpus_of(source: str) -> str:
+    """Top-level source name: ``spamassassin/easy-ham-1`` → ``spamassassin``."""
+    return source.split("/", 1)[0]
+
+
+def load_eval_examples(paths: Sequence[str | Path], split: str | None) -> list[Example]:
+    """Labelled examples from *paths*; those of another split are skipped (unsplit ones kept)."""
+    out = []
+    for path in paths:
+        for ex in iter_examples(path):
+            if ex.label is None:
+                continue
+            if split not in (None, "all") and ex.split is not None and ex.split != split:
+                continue
+            out.append(ex)
+    return out
+
+
+def score_examples(
+    predictor: Predictor, examples: Sequence[Example], batch_size: int = 64
+) -> list[Scored]:
+    """Run the predictor over *examples* (batched by length), results in input order."""
+    texts = [example_text(ex) for ex in examples]
+    ids = [predictor.tokenize(t) for t in texts]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    probs: list[list[float]] = [[] for _ in ids]
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        rows = predictor.probabilities([ids[i] for i in idx]).tolist()
+        for i, row in zip(idx, rows, strict=True):
+            probs[i] = row
+    labels = predictor.labels
+    out = []
+    for ex, text, row in zip(examples, texts, probs, strict=True):
+        k = decide(row, labels, predictor.positive_label, predictor.threshold)
+        out.append(Scored(ex.id, ex.source, str(ex.label), tuple(row), labels[k], text[:2000]))
+    return out
+
+
+def _metrics(
+    rows: Sequence[Scored], labels: Sequence[str], positive: str | None, threshold: float
+) -> dict[str, Any]:
+    if positive is not None:
+        pos = labels.index(positive)
+        return binary_metrics(
+            [r.label == positive for r in rows], [r.probs[pos] for r in rows], threshold
+        )
+    index = {name: k for k, name in enumerate(labels)}
+    y = [index.get(r.label, -1) for r in rows]
+    pred = [index[r.predicted] for r in rows]
+    return multiclass_metrics(y, pred, labels)
+
+
+def evaluate(
+    predictor: Predictor, rows: Sequence[Scored], positive_label: str | None = None
+) -> dict[str, Any]:
+    """Metrics overall, ``by_source`` (top-level corpus) and ``by_subsource``.
+
+    Binary figures are for *positive_label* (default: the model's own, else ``spam`` when it is
+    one of the labels); a model without one gets accuracy and per-label figures.
+    """
+    labels = predictor.labels
+    positive = positive_label or predictor.positive_label
+    if positive is None and "spam" in labels:
+        positive = "spam"
+    if positive is not None and positive not in labels:
+        raise ValueError(f"positive label {positive!r} is not one of the model's {list(labels)}")
+    threshold = predictor.threshold if predictor.threshold is not None else 0.5
+    if positive is not None and len(labels) != 2:
+        threshold = 0.5
+    result: dict[str, Any] = {
+        "model": f"{predictor.name}@{predictor.version}",
+        "positive_label": positive,
+        **_metrics(rows, labels, positive, threshold),
+        "by_source": {},
+        "by_subsource": {},
+    }
+    for key, group_of in (("by_source", corpus_of), ("by_subsource", lambda s: s)):
+        for name in sorted({group_of(r.source) for r in rows}):
+            subset = [r for r in rows if group_of(r.source) == name]
+            result[key][name] = _metrics(subset, labels, positive, threshold)
+    return result

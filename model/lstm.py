@@ -1,0 +1,82 @@
+"""The classifier: embedding → (Bi)LSTM → masked pooling → linear head.
+
+Sequences are packed, so the LSTM never reads padding, and pooling masks padded positions: a
+text's logits do not depend on how long the other texts in its batch are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+__all__ = ["LSTMConfig", "LSTMClassifier"]
+
+
+@dataclass
+class LSTMConfig:
+    vocab_size: int = 20_000  # rows of the embedding table, <pad>=0 and <unk>=1 included
+    num_labels: int = 2  # size of the output layer, one logit per label
+    embed_dim: int = 96  # token embedding width
+    hidden_dim: int = 96  # LSTM state width per direction
+    num_layers: int = 1  # stacked LSTM layers
+    bidirectional: bool = True  # read the text both ways (the tail of a message matters too)
+    dropout: float = 0.3  # on embeddings and on the pooled features, training only
+    pool_embeddings: bool = True  # also max-pool the raw embeddings: a cheap bag-of-words path
+    pad_id: int = 0  # id whose embedding stays zero
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LSTMConfig:
+        """Build from a dict, rejecting unknown keys (an artifact from a newer code version)."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+class LSTMClassifier(nn.Module):
+    """Token ids (B, T) and lengths (B,) → logits (B, num_labels)."""
+
+    def __init__(self, config: LSTMConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.embedding = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=c.pad_id)
+        self.lstm = nn.LSTM(
+            c.embed_dim,
+            c.hidden_dim,
+            num_layers=c.num_layers,
+            batch_first=True,
+            bidirectional=c.bidirectional,
+            dropout=c.dropout if c.num_layers > 1 else 0.0,
+        )
+        directions = 2 if c.bidirectional else 1
+        # max-pool and mean-pool of the LSTM states, plus optionally max-pool of embeddings
+        features = 2 * directions * c.hidden_dim + (c.embed_dim if c.pool_embeddings else 0)
+        self.dropout = nn.Dropout(c.dropout)
+        self.head = nn.Linear(features, c.num_labels)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """ids (B, T) long, lengths (B,) long with 1 ≤ length ≤ T → logits (B, L)."""
+        B, T = ids.shape
+        lengths = lengths.clamp(min=1, max=T)
+        emb = self.dropout(self.embedding(ids))  # (B, T, E)
+        packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, D*H)
+        mask = torch.arange(T, device=ids.device)[None, :] < lengths[:, None]  # (B, T)
+        mask3 = mask.unsqueeze(-1)  # (B, T, 1)
+        neg = torch.finfo(out.dtype).min
+        max_pool = out.masked_fill(~mask3, neg).amax(dim=1)  # (B, D*H)
+        mean_pool = out.sum(dim=1) / lengths.to(out.dtype).unsqueeze(-1)  # pads are zeros
+        pooled = [max_pool, mean_pool]
+        if self.config.pool_embeddings:
+            pooled.append(emb.masked_fill(~mask3, neg).amax(dim=1))  # (B, E)
+        return self.head(self.dropout(torch.cat(pooled, dim=-1)))  # (B, L)

@@ -1,0 +1,160 @@
+"""Classification metrics in plain Python (no numpy, no sklearn).
+
+Binary figures are for the positive label (spam): ``ham_loss`` is the false-positive rate (share
+of ham called spam, TREC's ham misclassification) and ``spam_miss`` the false-negative rate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["roc_auc", "binary_metrics", "choose_threshold", "fit_temperature", "multiclass_metrics"]
+
+
+def _div(a: float, b: float) -> float:
+    return a / b if b else 0.0
+
+
+def roc_auc(y: Sequence[bool], p: Sequence[float]) -> float | None:
+    """Area under the ROC curve (ties count half); None when only one class is present."""
+    pairs = sorted(zip(p, y, strict=True))
+    n_pos = sum(1 for _, t in pairs if t)
+    n_neg = len(pairs) - n_pos
+    if not n_pos or not n_neg:
+        return None
+    # Mann-Whitney U with average ranks for ties.
+    rank_sum = 0.0
+    i = 0
+    while i < len(pairs):
+        j = i
+        while j + 1 < len(pairs) and pairs[j + 1][0] == pairs[i][0]:
+            j += 1
+        avg_rank = (i + j) / 2 + 1
+        rank_sum += avg_rank * sum(1 for k in range(i, j + 1) if pairs[k][1])
+        i = j + 1
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def binary_metrics(y: Sequence[bool], p: Sequence[float], threshold: float) -> dict[str, Any]:
+    """Accuracy, precision, recall, F1, ROC-AUC, ham_loss, spam_miss and counts at *threshold*."""
+    tp = fp = tn = fn = 0
+    for truth, score in zip(y, p, strict=True):
+        pred = score >= threshold
+        if pred and truth:
+            tp += 1
+        elif pred:
+            fp += 1
+        elif truth:
+            fn += 1
+        else:
+            tn += 1
+    n = tp + fp + tn + fn
+    precision = _div(tp, tp + fp)
+    recall = _div(tp, tp + fn)
+    auc = roc_auc(y, p)
+    return {
+        "n": n,
+        "accuracy": _div(tp + tn, n),
+        "precision": precision,
+        "recall": recall,
+        "f1": _div(2 * precision * recall, precision + recall),
+        "roc_auc": auc,
+        "ham_loss": _div(fp, fp + tn),
+        "spam_miss": _div(fn, fn + tp),
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "threshold": threshold,
+    }
+
+
+def multiclass_metrics(y: Sequence[int], pred: Sequence[int], labels: Sequence[str]) -> dict:
+    """Accuracy, macro F1 and per-label precision/recall/F1."""
+    per = {}
+    for k, name in enumerate(labels):
+        tp = sum(1 for t, q in zip(y, pred, strict=True) if t == k and q == k)
+        fp = sum(1 for t, q in zip(y, pred, strict=True) if t != k and q == k)
+        fn = sum(1 for t, q in zip(y, pred, strict=True) if t == k and q != k)
+        precision, recall = _div(tp, tp + fp), _div(tp, tp + fn)
+        f1 = _div(2 * precision * recall, precision + recall)
+        per[name] = {"precision": precision, "recall": recall, "f1": f1, "support": tp + fn}
+    return {
+        "n": len(y),
+        "accuracy": _div(sum(1 for t, q in zip(y, pred, strict=True) if t == q), len(y)),
+        "macro_f1": _div(sum(v["f1"] for v in per.values()), len(per)),
+        "per_label": per,
+    }
+
+
+def choose_threshold(
+    y: Sequence[bool],
+    p: Sequence[float],
+    groups: Sequence[str] | None = None,
+    max_ham_loss: float = 0.005,
+) -> float:
+    """Threshold with the best F1 among those whose ham-loss is ≤ *max_ham_loss* in every group.
+
+    The cut lies halfway (in log-odds) between the chosen score and the next lower one, so a
+    little noise around a validation score does not flip its decision. Falls back to the
+    strictest cut when no threshold meets the target.
+    """
+    groups = list(groups) if groups is not None else ["all"] * len(y)
+    names = sorted(set(groups))
+    neg_total = {
+        g: sum(1 for t, gg in zip(y, groups, strict=True) if not t and gg == g) for g in names
+    }
+    pos_total = sum(1 for t in y if t)
+    order = sorted(range(len(p)), key=lambda i: -p[i])
+    fp = dict.fromkeys(names, 0)
+    tp = 0
+    best: tuple[float, float] | None = None  # (f1, score)
+    i = 0
+    while i < len(order):
+        score = p[order[i]]
+        while i < len(order) and p[order[i]] == score:  # take all tied scores together
+            k = order[i]
+            if y[k]:
+                tp += 1
+            else:
+                fp[groups[k]] += 1
+            i += 1
+        if any(fp[g] > max_ham_loss * neg_total[g] for g in names):
+            break  # lowering the cut further only adds false positives
+        f1 = _div(2 * tp, tp + sum(fp.values()) + pos_total)
+        if best is None or f1 >= best[0]:
+            best = (f1, score)
+    if best is None:
+        return min(1.0, max(p, default=1.0) + 1e-6)
+    below = [s for s in p if s < best[1]]
+    if not below:
+        return best[1]
+    return _sigmoid((_logit(best[1]) + _logit(max(below))) / 2)
+
+
+def _logit(q: float) -> float:
+    q = min(max(q, 1e-12), 1 - 1e-12)
+    return math.log(q / (1 - q))
+
+
+def _sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def fit_temperature(logits: Sequence[Sequence[float]], y: Sequence[int]) -> float:
+    """Temperature T minimising the NLL of softmax(logits / T) (a grid search, deterministic)."""
+    if not y:
+        return 1.0
+    best_t, best_nll = 1.0, math.inf
+    for step in range(81):
+        t = math.exp(math.log(0.25) + step * (math.log(16.0) - math.log(0.25)) / 80)
+        nll = 0.0
+        for row, k in zip(logits, y, strict=True):
+            scaled = [v / t for v in row]
+            m = max(scaled)
+            nll -= scaled[k] - m - math.log(sum(math.exp(v - m) for v in scaled))
+        if nll < best_nll:
+            best_t, best_nll = t, nll
+    return best_t

@@ -1,0 +1,164 @@
+"""Batches of texts (or token ids) → labels and calibrated scores."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from model.artifact import load_artifact
+from model.lstm import LSTMClassifier
+from model.tokenizer import PAD_ID, Vocab, tokenize
+
+__all__ = ["Prediction", "Predictor", "pad_batch", "resolve_device", "decide"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    score: float  # probability of the chosen label
+    scores: dict[str, float]  # every label -> probability (temperature-calibrated on validation)
+
+
+def pad_batch(
+    seqs: Sequence[Sequence[int]], pad_id: int = 0, max_tokens: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad to the longest sequence in the batch, capped at max_tokens.
+
+    Returns (ids (B, T) long, lengths (B,) long). Empty sequences get length 1 (one pad token) so
+    the LSTM never sees length 0.
+    """
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError("max_tokens must be at least 1")
+    cut = [list(s[:max_tokens]) if max_tokens is not None else list(s) for s in seqs]
+    lengths = [max(1, len(s)) for s in cut]
+    T = max(lengths, default=1)
+    ids = torch.full((len(cut), T), pad_id, dtype=torch.long)  # (B, T)
+    for i, s in enumerate(cut):
+        if s:
+            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return ids, torch.tensor(lengths, dtype=torch.long)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` → cuda when available, else cpu; ``cpu``, ``cuda``, ``cuda:N`` as given."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"bad device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def decide(
+    probs: Sequence[float],
+    labels: Sequence[str],
+    positive_label: str | None,
+    threshold: float | None,
+) -> int:
+    """Index of the chosen label: thresholded if binary with a positive label, else argmax."""
+    if len(labels) == 2 and positive_label in labels and threshold is not None:
+        pos = labels.index(positive_label)
+        return pos if probs[pos] >= threshold else 1 - pos
+    return max(range(len(probs)), key=lambda i: probs[i])
+
+
+class Predictor:
+    """A loaded model ready to classify; cheap to call from one thread at a time."""
+
+    labels: tuple[str, ...]
+    name: str
+    version: str
+    device: torch.device
+    max_tokens: int
+    threshold: float | None
+    positive_label: str | None
+
+    def __init__(
+        self,
+        model: LSTMClassifier,
+        vocab: Vocab,
+        labels: Sequence[str],
+        *,
+        name: str = "model",
+        version: str = "0",
+        device: torch.device | None = None,
+        max_tokens: int = 384,
+        threshold: float | None = None,
+        positive_label: str | None = None,
+        temperature: float = 1.0,
+        head_fraction: float = 0.75,
+    ) -> None:
+        self.device = device or torch.device("cpu")
+        self.model = model.to(self.device).eval()
+        self.vocab = vocab
+        self.labels = tuple(labels)
+        self.name = name
+        self.version = version
+        self.max_tokens = int(max_tokens)
+        self.threshold = threshold
+        self.positive_label = positive_label
+        self.temperature = float(temperature)
+        self.head_fraction = head_fraction
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path = "bundled",
+        device: str = "auto",
+        max_tokens: int | None = None,
+        threshold: float | None = None,
+    ) -> Predictor:
+        """Load a verified artifact; *max_tokens*/*threshold* override the artifact's values."""
+        dev = resolve_device(device)
+        art = load_artifact(path, map_location="cpu")
+        model = LSTMClassifier(art.model_config)
+        model.load_state_dict(art.state_dict)  # float16 on disk → float32 parameters
+        cfg = art.config
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ValueError("threshold must be within [0, 1]")
+        return cls(
+            model,
+            art.vocab,
+            cfg["labels"],
+            name=str(cfg.get("name", art.path.name)),
+            version=str(cfg.get("version", "0")),
+            device=dev,
+            max_tokens=max_tokens or int(cfg.get("max_tokens", 384)),
+            threshold=threshold if threshold is not None else cfg.get("threshold"),
+            positive_label=cfg.get("positive_label"),
+            temperature=float(cfg.get("temperature", 1.0)),
+            head_fraction=float(cfg.get("head_fraction", 0.75)),
+        )
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of *text*: its head and tail within ``max_tokens``."""
+        return self.vocab.encode(tokenize(text, self.max_tokens, self.head_fraction))
+
+    def probabilities(self, seqs: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Calibrated label probabilities (B, L) on the CPU, in input order."""
+        if not seqs:
+            return torch.empty((0, len(self.labels)))
+        ids, lengths = pad_batch(seqs, PAD_ID, self.max_tokens)
+        with torch.inference_mode():
+            logits = self.model(ids.to(self.device), lengths.to(self.device))  # (B, L)
+            return torch.softmax(logits.float() / self.temperature, dim=-1).cpu()
+
+    def predict_ids(self, seqs: Sequence[Sequence[int]]) -> list[Prediction]:
+        """Classify already-tokenized texts; results in input order."""
+        out = []
+        for row in self.probabilities(seqs).tolist():
+            i = decide(row, self.labels, self.positive_label, self.threshold)
+            out.append(Prediction(self.labels[i], row[i], dict(zip(self.labels, row, strict=True))))
+        return out
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        """Classify texts; results in input order."""
+        return self.predict_ids([self.tokenize(t) for t in texts])

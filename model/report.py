@@ -1,0 +1,175 @@
+"""``eval --report DIR``: report.md with figures (matplotlib, an optional dependency)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from model.evaluate import Scored
+
+__all__ = ["plotting_available", "write_report"]
+
+
+def plotting_available() -> bool:
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def _curves(y: Sequence[bool], p: Sequence[float]) -> tuple[list, list, list, list]:
+    """ROC (fpr, tpr) and precision-recall (recall, precision) points, cut by cut."""
+    order = sorted(range(len(p)), key=lambda i: -p[i])
+    pos = sum(y) or 1
+    neg = (len(y) - sum(y)) or 1
+    tp = fp = 0
+    fpr, tpr, rec, prec = [0.0], [0.0], [0.0], [1.0]
+    for i in order:
+        if y[i]:
+            tp += 1
+        else:
+            fp += 1
+        fpr.append(fp / neg)
+        tpr.append(tp / pos)
+        rec.append(tp / pos)
+        prec.append(tp / (tp + fp))
+    return fpr, tpr, rec, prec
+
+
+def write_report(out: Path, result: dict[str, Any], rows: Sequence[Scored], predictor: Any) -> None:
+    """Write report.md, metrics.json and PNG figures into *out*."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+    labels = list(predictor.labels)
+    positive = result.get("positive_label")
+    figures: list[tuple[str, str]] = []
+
+    # Confusion matrix (all labels).
+    index = {name: k for k, name in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
+    for r in rows:
+        if r.label in index:
+            matrix[index[r.label]][index[r.predicted]] += 1
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.imshow(matrix, cmap="Blues")
+    for i, row in enumerate(matrix):
+        for j, v in enumerate(row):
+            ax.text(j, i, str(v), ha="center", va="center")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.tight_layout()
+    fig.savefig(out / "confusion.png", dpi=100)
+    plt.close(fig)
+    figures.append(("Confusion matrix", "confusion.png"))
+
+    worst: list[tuple[float, Scored]] = []
+    if positive is not None:
+        pos = labels.index(positive)
+        threshold = result["threshold"]
+        groups = {"all": list(rows)}
+        for src in sorted({r.source.split("/", 1)[0] for r in rows}):
+            groups[src] = [r for r in rows if r.source.split("/", 1)[0] == src]
+        fig_roc, ax_roc = plt.subplots(figsize=(5, 4))
+        fig_pr, ax_pr = plt.subplots(figsize=(5, 4))
+        for name, subset in groups.items():
+            y = [r.label == positive for r in subset]
+            p = [r.probs[pos] for r in subset]
+            fpr, tpr, rec, prec = _curves(y, p)
+            ax_roc.plot(fpr, tpr, label=name)
+            ax_pr.plot(rec, prec, label=name)
+        ax_roc.set_xscale("symlog", linthresh=0.01)
+        ax_roc.set(xlabel="false-positive rate (ham loss)", ylabel="true-positive rate")
+        ax_pr.set(xlabel="recall", ylabel="precision")
+        for fig, ax, fname, title in (
+            (fig_roc, ax_roc, "roc.png", "ROC curve"),
+            (fig_pr, ax_pr, "pr.png", "Precision-recall curve"),
+        ):
+            ax.legend()
+            ax.grid(alpha=0.3)
+            fig.tight_layout()
+            fig.savefig(out / fname, dpi=100)
+            plt.close(fig)
+            figures.append((title, fname))
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name in labels:
+            ax.hist([r.probs[pos] for r in rows if r.label == name], bins=50, alpha=0.6, label=name)
+        ax.axvline(threshold, color="k", linestyle="--", label="threshold")
+        ax.set_yscale("log")
+        ax.set(xlabel=f"p({positive})", ylabel="messages")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "scores.png", dpi=100)
+        plt.close(fig)
+        figures.append(("Score histogram per true label", "scores.png"))
+
+        # Reliability diagram: mean predicted p(positive) vs observed share, 10 bins.
+        bins: list[list[Scored]] = [[] for _ in range(10)]
+        for r in rows:
+            bins[min(9, int(r.probs[pos] * 10))].append(r)
+        xs = [sum(r.probs[pos] for r in b) / len(b) for b in bins if b]
+        ys = [sum(r.label == positive for r in b) / len(b) for b in bins if b]
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.plot([0, 1], [0, 1], "k:", label="perfect")
+        ax.plot(xs, ys, "o-", label="model")
+        ax.set(xlabel=f"predicted p({positive})", ylabel="observed share")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "calibration.png", dpi=100)
+        plt.close(fig)
+        figures.append(("Calibration (reliability diagram)", "calibration.png"))
+        worst = sorted(
+            (
+                (abs(float(r.label == positive) - r.probs[pos]), r)
+                for r in rows
+                if r.label != r.predicted
+            ),
+            key=lambda t: -t[0],
+        )[:20]
+
+    lines = [
+        f"# Evaluation of {result['model']}",
+        "",
+        f"Split: `{result.get('split')}`, {result['n']} messages.",
+        "",
+    ]
+    if positive is not None:
+        lines += [
+            f"Positive label `{positive}`, threshold {result['threshold']:.6g}.",
+            "",
+            "| group | n | accuracy | precision | recall | F1 | ROC-AUC | ham loss | spam miss |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, m in {"overall": result, **result["by_source"]}.items():
+            auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.5f}"
+            lines.append(
+                f"| {name} | {m['n']} | {m['accuracy']:.4f} | {m['precision']:.4f} | "
+                f"{m['recall']:.4f} | {m['f1']:.4f} | {auc} | {m['ham_loss']:.4f} "
+                f"({m['fp']}) | {m['spam_miss']:.4f} ({m['fn']}) |"
+            )
+    else:
+        lines.append(f"Accuracy {result['accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}.")
+    lines.append("")
+    for title, fname in figures:
+        lines += [f"## {title}", "", f"![{title}]({fname})", ""]
+    if worst:
+        lines += [
+            "## Worst errors",
+            "",
+            "| id | source | true | p | text |",
+            "|---|---|---|---|---|",
+        ]
+        for _, r in worst:
+            snippet = " ".join(r.text.split())[:160].replace("|", "\\|")
+            lines.append(
+                f"| {r.id} | {r.source} | {r.label} | {r.probs[labels.index(positive)]:.4f} "
+                f"| {snippet} |"
+            )
+    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

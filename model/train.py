@@ -1,0 +1,345 @@
+"""Train an LSTM classifier artifact from labelled data files.
+
+Vocabulary from the train split only; class-weighted loss; length-bucketed batches; early stopping
+on validation loss; temperature calibration and a decision threshold chosen on validation for a
+target ham-loss; seeded and reproducible for a given thread count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import subprocess
+import sys
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from torch import nn
+
+from model.artifact import save_artifact, sha256_file
+from model.data import Example, example_text, iter_examples
+from model.lstm import LSTMClassifier, LSTMConfig
+from model.metrics import binary_metrics, choose_threshold, fit_temperature, multiclass_metrics
+from model.predictor import pad_batch
+from model.tokenizer import PAD_ID, Vocab, tokenize
+
+__all__ = ["TrainOptions", "train", "load_splits", "corpus_of"]
+
+
+@dataclass
+class TrainOptions:
+    data: list[Path]  # JSON lines / .eml / mbox / maildir inputs, pooled
+    out: Path  # artifact directory to write
+    epochs: int = 10  # upper bound; early stopping usually ends sooner
+    seed: int = 13
+    max_tokens: int = 384  # tokens per text (head + tail)
+    head_fraction: float = 0.75  # share of max_tokens taken from the start of a text
+    threads: int = 2  # torch intra-op threads
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    vocab_size: int = 20_000
+    min_freq: int = 2
+    embed_dim: int = 96
+    hidden_dim: int = 96
+    bidirectional: bool = True
+    pool_embeddings: bool = True
+    dropout: float = 0.3
+    patience: int = 2  # epochs without validation improvement before stopping
+    max_ham_loss: float = 0.005  # target false-positive rate for the threshold, per source
+    positive_label: str | None = "spam"  # ignored when absent from the data
+    name: str = "streamclf-spam"
+    version: str = "1"
+    max_minutes: float | None = None  # stop after the epoch that crosses this wall-clock budget
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def corpus_of(source: str) -> str:
+    """Top-level source name: ``spamassassin/easy-ham-1`` → ``spamassassin``."""
+    return source.split("/", 1)[0]
+
+
+def _split_of(ex: Example) -> str:
+    if ex.split in ("train", "val", "test"):
+        return ex.split
+    # No split given: a stable 90/10 train/val split by id.
+    return "val" if zlib.crc32(ex.id.encode("utf-8")) % 10 == 0 else "train"
+
+
+def load_splits(paths: Sequence[Path]) -> tuple[dict[str, list[Example]], list[dict[str, Any]]]:
+    """Labelled examples by split, and a record (path, sha256, counts) of every data file."""
+    splits: dict[str, list[Example]] = {"train": [], "val": [], "test": []}
+    record = []
+    for path in paths:
+        counts: Counter[str] = Counter()
+        for ex in iter_examples(path):
+            if ex.label is None:
+                continue
+            split = _split_of(ex)
+            splits[split].append(ex)
+            counts[f"{split}/{ex.label}"] += 1
+        entry: dict[str, Any] = {"path": Path(path).name, "counts": dict(sorted(counts.items()))}
+        if Path(path).is_file():
+            entry["sha256"] = sha256_file(Path(path))
+        record.append(entry)
+    return splits, record
+
+
+def code_version() -> str:
+    """Package version plus the git commit of the source tree when there is one."""
+    try:
+        from importlib.metadata import version
+
+        ver = version("streamclf")
+    except Exception:  # noqa: BLE001 - not installed: running from a checkout
+        ver = "0+unknown"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        return f"{ver}+g{commit}" if commit else ver
+    except Exception:  # noqa: BLE001 - no git: the version alone
+        return ver
+
+
+class Progress:
+    """A one-line progress bar on a TTY; plain per-epoch lines otherwise."""
+
+    def __init__(self, stream: TextIO = sys.stderr, enabled: bool = True) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.tty = enabled and stream.isatty()
+        self._last = 0.0
+
+    def step(self, epoch: int, epochs: int, done: int, total: int, loss: float) -> None:
+        now = time.monotonic()
+        if not self.tty or (now - self._last < 0.2 and done < total):
+            return
+        self._last = now
+        width = 30
+        fill = int(width * done / max(total, 1))
+        bar = "#" * fill + "." * (width - fill)
+        self.stream.write(f"\repoch {epoch}/{epochs} [{bar}] {done}/{total} loss {loss:.4f}")
+        self.stream.flush()
+
+    def line(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            self.stream.write("\r\033[K")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Indices grouped by similar length (little padding), batches in random order."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i] + rng.random() * 8, i))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _logits(
+    model: LSTMClassifier, seqs: Sequence[list[int]], batch_size: int = 128
+) -> torch.Tensor:
+    """Logits (N, L) in input order, batched by length for speed."""
+    model.eval()
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    out = torch.empty((len(seqs), model.config.num_labels))
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            ids, lengths = pad_batch([seqs[i] for i in idx], PAD_ID)
+            out[idx] = model(ids, lengths).float()
+    return out
+
+
+def evaluate_logits(
+    logits: torch.Tensor,
+    y: Sequence[int],
+    labels: Sequence[str],
+    positive: str | None,
+    threshold: float | None,
+    groups: Sequence[str],
+    temperature: float = 1.0,
+) -> dict[str, Any]:
+    """Loss, accuracy and, for a binary model, the positive-label metrics overall and by group."""
+    target = torch.tensor(list(y), dtype=torch.long)
+    loss = nn.functional.cross_entropy(logits / temperature, target).item()
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if positive is None:
+        pred = probs.argmax(dim=-1).tolist()
+        return {"loss": loss, **multiclass_metrics(list(y), pred, labels)}
+    pos = labels.index(positive)
+    p = probs[:, pos].tolist()
+    truth = [k == pos for k in y]
+    cut = 0.5 if threshold is None else threshold
+    result = {"loss": loss, **binary_metrics(truth, p, cut), "by_source": {}}
+    for g in sorted(set(groups)):
+        idx = [i for i, gg in enumerate(groups) if gg == g]
+        result["by_source"][g] = binary_metrics([truth[i] for i in idx], [p[i] for i in idx], cut)
+    return result
+
+
+def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train, calibrate, choose the threshold and write the artifact; returns its config."""
+    started = time.monotonic()
+    progress = Progress(enabled=opts.progress)
+    say = log or progress.line
+    torch.set_num_threads(max(1, opts.threads))  # deliberate: oversubscription is very costly
+    torch.manual_seed(opts.seed)
+    rng = random.Random(opts.seed)
+
+    splits, data_record = load_splits(opts.data)
+    train_ex, val_ex = splits["train"], splits["val"]
+    labels = sorted({ex.label for ex in train_ex if ex.label is not None})
+    if len(labels) < 2:
+        raise ValueError(f"training needs at least 2 labels in the train split, found {labels}")
+    val_ex = [ex for ex in val_ex if ex.label in labels]
+    if not val_ex:
+        raise ValueError("no validation examples (give a 'val' split or unsplit data)")
+    positive = opts.positive_label if opts.positive_label in labels and len(labels) == 2 else None
+    say(f"data: {len(train_ex)} train, {len(val_ex)} val; labels {labels}")
+
+    def toks(exs: list[Example]) -> list[list[str]]:
+        return [tokenize(example_text(ex), opts.max_tokens, opts.head_fraction) for ex in exs]
+
+    t0 = time.monotonic()
+    train_tok, val_tok = toks(train_ex), toks(val_ex)
+    say(f"tokenized in {time.monotonic() - t0:.1f}s")
+    vocab = Vocab.build(train_tok, max_size=opts.vocab_size, min_freq=opts.min_freq)
+    train_ids = [vocab.encode(t) for t in train_tok]
+    val_ids = [vocab.encode(t) for t in val_tok]
+    y_train = [labels.index(ex.label) for ex in train_ex if ex.label is not None]
+    y_val = [labels.index(ex.label) for ex in val_ex if ex.label is not None]
+    val_groups = [corpus_of(ex.source) for ex in val_ex]
+
+    config = LSTMConfig(
+        vocab_size=len(vocab),
+        num_labels=len(labels),
+        embed_dim=opts.embed_dim,
+        hidden_dim=opts.hidden_dim,
+        bidirectional=opts.bidirectional,
+        dropout=opts.dropout,
+        pool_embeddings=opts.pool_embeddings,
+        pad_id=PAD_ID,
+    )
+    model = LSTMClassifier(config)
+    # Balanced class weights: every label contributes equally to the loss.
+    counts = Counter(y_train)
+    weights = torch.tensor([len(y_train) / (len(labels) * counts[k]) for k in range(len(labels))])
+    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    steps_per_epoch = math.ceil(len(train_ids) / opts.batch_size)
+    total_steps = steps_per_epoch * opts.epochs
+    # Linear decay to 10 %: large early steps, settled weights by the last epoch.
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda step: max(0.1, 1.0 - 0.9 * step / max(1, total_steps))
+    )
+
+    best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
+    history = []
+    lengths = [len(s) for s in train_ids]
+    for epoch in range(1, opts.epochs + 1):
+        model.train()
+        batches = _batches(lengths, opts.batch_size, rng)
+        running, seen = 0.0, 0
+        for b, idx in enumerate(batches, 1):
+            ids, lens = pad_batch([train_ids[i] for i in idx], PAD_ID)  # (B, T), (B,)
+            target = torch.tensor([y_train[i] for i in idx])
+            loss = loss_fn(model(ids, lens), target)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optim.step()
+            sched.step()
+            running += loss.item() * len(idx)
+            seen += len(idx)
+            progress.step(epoch, opts.epochs, b, len(batches), running / seen)
+        val = evaluate_logits(_logits(model, val_ids), y_val, labels, positive, None, val_groups)
+        record = {"epoch": epoch, "train_loss": running / seen, "val_loss": val["loss"]}
+        summary = f"epoch {epoch}/{opts.epochs} train loss {running / seen:.4f} "
+        summary += f"val loss {val['loss']:.4f} acc {val['accuracy']:.4f}"
+        if positive:
+            record.update(val_f1=val["f1"], val_auc=val["roc_auc"])
+            summary += f" f1@0.5 {val['f1']:.4f} auc {val['roc_auc']:.5f}"
+        history.append(record)
+        summary += f" ({time.monotonic() - started:.0f}s)"
+        say(summary)
+        if val["loss"] < best_loss - 1e-4:
+            best_loss, best_epoch, stale = val["loss"], epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= opts.patience:
+                say(f"early stop: no validation improvement for {stale} epochs")
+                break
+        if opts.max_minutes is not None and time.monotonic() - started > opts.max_minutes * 60:
+            say("time budget reached")
+            break
+    assert best_state is not None
+    # Calibrate on the weights as they will be stored (float16), not the float32 originals.
+    model.load_state_dict(
+        {k: v.half().float() if v.is_floating_point() else v for k, v in best_state.items()}
+    )
+
+    val_logits = _logits(model, val_ids)
+    temperature = fit_temperature(val_logits.tolist(), y_val)
+    threshold = None
+    if positive:
+        pos = labels.index(positive)
+        p_val = torch.softmax(val_logits / temperature, dim=-1)[:, pos].tolist()
+        truth = [k == pos for k in y_val]
+        threshold = choose_threshold(truth, p_val, val_groups, opts.max_ham_loss)
+    val_metrics = evaluate_logits(
+        val_logits, y_val, labels, positive, threshold, val_groups, temperature
+    )
+    say(
+        f"best epoch {best_epoch}; temperature {temperature:.3f}; threshold {threshold}; "
+        + (
+            f"val f1 {val_metrics['f1']:.4f} ham_loss {val_metrics['ham_loss']:.4f}"
+            if positive
+            else f"val acc {val_metrics['accuracy']:.4f}"
+        )
+    )
+    elapsed = time.monotonic() - started
+    meta = {
+        "name": opts.name,
+        "version": opts.version,
+        "labels": labels,
+        "positive_label": positive,
+        "threshold": threshold,
+        "temperature": temperature,
+        "max_tokens": opts.max_tokens,
+        "head_fraction": opts.head_fraction,
+        "code_version": code_version(),
+        "metrics": {"val": val_metrics},
+        "training": {
+            "data": data_record,
+            "counts": {s: dict(Counter(ex.label for ex in splits[s])) for s in ("train", "val")},
+            "best_epoch": best_epoch,
+            "history": history,
+            "seconds": round(elapsed, 1),
+            "threads": opts.threads,
+            "options": {
+                k: v for k, v in asdict(opts).items() if k not in ("data", "out", "progress")
+            },
+            "vocab_sha256": hashlib.sha256(vocab.to_json().encode("utf-8")).hexdigest(),
+        },
+    }
+    save_artifact(opts.out, meta, config, vocab, model.state_dict())
+    say(f"wrote {opts.out} in {elapsed:.0f}s")
+    return meta
