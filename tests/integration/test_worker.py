@@ -44,9 +44,11 @@ def settings(broker: str, names: dict[str, str], port: int, group: str | None = 
 class RunningWorker:
     """A worker in a thread of the test process, with its own metrics port."""
 
-    def __init__(self, broker: str, names: dict[str, str], group: str | None = None) -> None:
+    def __init__(self, broker: str, names: dict[str, str], group: str | None = None,
+                 extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()
-        config = load_config(None, settings(broker, names, self.port, group), environ={})
+        config = load_config(None, [*settings(broker, names, self.port, group), *extra],
+                             environ={})
         self.worker = Worker(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.exit_code: int | None = None
@@ -69,7 +71,7 @@ class RunningWorker:
 
 def produce(broker: str, topic: str, records: list[tuple[bytes | None, bytes | None]],
             headers: list | None = None) -> None:
-    producer = KafkaProducer(bootstrap_servers=broker)
+    producer = KafkaProducer(bootstrap_servers=broker, max_request_size=16 * 1024 * 1024)
     for key, value in records:
         producer.send(topic, key=key, value=value, headers=headers or [])
     producer.flush()
@@ -138,12 +140,12 @@ def test_malformed_records_go_to_the_dead_letter_topic(broker, topics):
     names = topics()
     good = keyed_messages(20, "g")
     hostile = [(key, value) for key, value, _ in HOSTILE]
-    produce(broker, names["input"], good + hostile + [(None, None)],
+    produce(broker, names["input"], good + hostile + [(None, b" ")],
             headers=[("origin", b"test")])
     outputs = TopicReader(broker, names["output"])
     dead = TopicReader(broker, names["dlq"])
-    with RunningWorker(broker, names) as running:
-        # The last record (no key, no value) is a dead letter too.
+    with RunningWorker(broker, names, extra=("input.max_bytes=2000000",)) as running:
+        # The last record (no key, a blank value) is a dead letter too.
         letters = dead.wait_for(len(HOSTILE) + 1)
         results = outputs.wait_for(len(good))
         poll_until(lambda: metric_value(http_get(running.url("/metrics"))[1],
