@@ -65,6 +65,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--dropout", type=float, default=0.3)
     t.add_argument("--patience", type=int, default=2, help="early-stopping patience (epochs)")
     t.add_argument(
+        "--select",
+        choices=("auc", "loss"),
+        default="auc",
+        help="model selection on validation: mean per-source ROC-AUC or loss (default auc)",
+    )
+    t.add_argument(
         "--max-ham-loss", type=float, default=0.005, help="threshold target false-positive rate"
     )
     t.add_argument("--positive-label", default="spam")
@@ -139,6 +145,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         bidirectional=not args.unidirectional,
         dropout=args.dropout,
         patience=args.patience,
+        select=args.select,
         max_ham_loss=args.max_ham_loss,
         positive_label=args.positive_label,
         name=args.name,

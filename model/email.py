@@ -31,6 +31,8 @@ MAX_TOTAL_CHARS = 400_000
 # HTML is parsed in Python, so its input is capped before parsing.
 MAX_HTML_CHARS = 300_000
 MAX_HEADER_CHARS = 2_000
+# Whether the text carries a "From: <display name> <domain>" line after the subject.
+SENDER_LINE = False
 
 _KNOWN_HEADERS = (
     b"received",
@@ -97,14 +99,31 @@ def email_to_text(
     try:
         msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
     except RecursionError:
-        # Nesting beyond the parser's own stack: keep the visible start of the message.
-        return _decode_bytes(raw[:MAX_PART_CHARS], None)
+        # Nesting beyond the parser's own stack: read the headers, keep the body as plain text.
+        return _flat_fallback(raw)
     lines: list[str] = []
     subject = _header(msg, "subject")
     if subject:
         lines.append(f"Subject: {subject}")
+    if SENDER_LINE:
+        sender = _sender(msg)
+        if sender:
+            lines.append(f"From: {sender}")
     lines.append(_body(msg, max_depth=max_depth, max_parts=max_parts))
     return "\n".join(line for line in lines if line)
+
+
+_MIME_LINE = re.compile(r"^(?:--\S*|content-[\w-]+:.*|mime-version:.*)$", re.IGNORECASE)
+
+
+def _flat_fallback(raw: bytes) -> str:
+    """Subject plus the body with MIME boundary and part-header lines dropped."""
+    head, _, body = raw.partition(b"\n\n") if b"\r\n\r\n" not in raw else raw.partition(b"\r\n\r\n")
+    msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(head + b"\n\n")
+    subject = _header(msg, "subject")
+    text = _decode_bytes(body[:MAX_PART_CHARS], None)
+    lines = [ln for ln in text.splitlines() if ln.strip() and not _MIME_LINE.match(ln.strip())]
+    return "\n".join(([f"Subject: {subject}"] if subject else []) + lines)
 
 
 # --- headers -------------------------------------------------------------------------------------
@@ -118,6 +137,13 @@ def _header(msg: Message, name: str) -> str:
     if value is None:
         return ""
     return _WS.sub(" ", decode_header_value(str(value)[:MAX_HEADER_CHARS])).strip()
+
+
+def _sender(msg: Message) -> str:
+    """Display name and domain of the From address (the local part is mostly noise)."""
+    name, addr = email.utils.parseaddr(_header(msg, "from"))
+    domain = addr.rpartition("@")[2].lower() if "@" in addr else ""
+    return " ".join(part for part in (name.strip('"'), domain) if part)[:200]
 
 
 def decode_header_value(value: str) -> str:

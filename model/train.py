@@ -53,6 +53,9 @@ class TrainOptions:
     pool_embeddings: bool = True
     dropout: float = 0.3
     patience: int = 2  # epochs without validation improvement before stopping
+    # Model selection: "auc" = mean per-source ROC-AUC of the positive label (ranking is what the
+    # threshold needs; calibration is fitted afterwards), "loss" = validation cross-entropy.
+    select: str = "auc"
     max_ham_loss: float = 0.005  # target false-positive rate for the threshold, per source
     positive_label: str | None = "spam"  # ignored when absent from the data
     name: str = "streamclf-spam"
@@ -194,6 +197,16 @@ def evaluate_logits(
     return result
 
 
+def _selection_score(val: dict[str, Any], select: str) -> float:
+    """Lower is better: validation loss, or 1 - mean per-source ROC-AUC (ties broken by loss)."""
+    if select == "loss":
+        return float(val["loss"])
+    aucs = [m["roc_auc"] for m in val["by_source"].values() if m["roc_auc"] is not None]
+    if not aucs:
+        return float(val["loss"])
+    return 1.0 - sum(aucs) / len(aucs) + 1e-4 * float(val["loss"])
+
+
 def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train, calibrate, choose the threshold and write the artifact; returns its config."""
     started = time.monotonic()
@@ -250,7 +263,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
         optim, lambda step: max(0.1, 1.0 - 0.9 * step / max(1, total_steps))
     )
 
-    best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
+    best_score, best_state, best_epoch, stale = math.inf, None, 0, 0
     history = []
     lengths = [len(s) for s in train_ids]
     for epoch in range(1, opts.epochs + 1):
@@ -279,8 +292,9 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
         history.append(record)
         summary += f" ({time.monotonic() - started:.0f}s)"
         say(summary)
-        if val["loss"] < best_loss - 1e-4:
-            best_loss, best_epoch, stale = val["loss"], epoch, 0
+        score = _selection_score(val, opts.select if positive else "loss")
+        if score < best_score - 1e-5:
+            best_score, best_epoch, stale = score, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             stale += 1

@@ -1,0 +1,75 @@
+"""The model shipped in model/bundled/ loads, verifies and separates obvious spam from ham."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from model.artifact import BUNDLED, load_artifact
+from model.email import email_to_text
+from model.predictor import Predictor
+
+SPAM_EMAIL = b"""From: "Prize Center" <winner@promo-deals.biz>
+To: you@example.com
+Subject: CONGRATULATIONS!!! You have WON $1,000,000 - claim now
+Content-Type: text/html
+
+<html><body><p>Dear Friend, you have been SELECTED to receive a <b>FREE</b> cash prize of
+$1,000,000! Click <a href="http://claim-prize-now.biz/win">here</a> to claim your money now.
+This offer expires today. Order now, 100% guaranteed, no risk! To be removed from our mailing
+list reply REMOVE.</p></body></html>
+"""
+
+HAM_EMAIL = b"""From: Bob <bob@example.org>
+To: alice@example.org
+Subject: Re: patch for the build script
+Content-Type: text/plain
+
+Hi Alice,
+
+I looked at your patch for the build script; the change to the Makefile looks fine, but the
+test in tests/run.sh still fails on my machine with python 2.2. Could you check whether the
+path to the config file is right? We can talk about it at the meeting tomorrow.
+
+Thanks,
+Bob
+"""
+
+
+@pytest.fixture(scope="module")
+def bundled() -> Predictor:
+    return Predictor.load("bundled", device="cpu")
+
+
+def test_bundled_artifact_is_complete_and_small() -> None:
+    art = load_artifact("bundled")
+    assert art.path == BUNDLED
+    assert sum(f.stat().st_size for f in Path(BUNDLED).iterdir()) < 20 * 1024 * 1024
+    cfg = json.loads((BUNDLED / "config.json").read_text())
+    assert cfg["labels"] == ["ham", "spam"] and cfg["positive_label"] == "spam"
+    for key in ("threshold", "max_tokens", "code_version", "metrics", "training", "version"):
+        assert key in cfg
+    assert all(len(d["sha256"]) == 64 for d in cfg["training"]["data"])
+
+
+def test_bundled_scores_obvious_spam_above_ham(bundled: Predictor) -> None:
+    spam, ham = bundled.predict([email_to_text(SPAM_EMAIL), email_to_text(HAM_EMAIL)])
+    assert spam.scores["spam"] > ham.scores["spam"]
+    assert spam.label == "spam" and ham.label == "ham"
+    sms_spam, sms_ham = bundled.predict(
+        [
+            "URGENT! You have won a 1 week FREE membership in our £100,000 prize jackpot! "
+            "Txt CLAIM to 81010 now",
+            "ok see you at home later, do you want me to pick up some milk?",
+        ]
+    )
+    assert sms_spam.scores["spam"] > sms_ham.scores["spam"]
+    assert sms_ham.label == "ham"
+
+
+def test_bundled_handles_empty_and_huge_text(bundled: Predictor) -> None:
+    empty, huge = bundled.predict(["", "word " * 300_000])
+    assert empty.label in bundled.labels and huge.label in bundled.labels
+    assert len(bundled.tokenize("word " * 300_000)) == bundled.max_tokens

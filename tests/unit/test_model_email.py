@@ -1,0 +1,250 @@
+"""email_to_text and looks_like_email on hand-written MIME samples and arbitrary bytes."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from model.email import EmailError, email_to_text, html_to_text, looks_like_email
+
+HEAD = b"From: Alice <alice@example.org>\r\nTo: bob@example.net\r\nMIME-Version: 1.0\r\n"
+
+
+def test_plain_message_keeps_subject_and_body() -> None:
+    raw = HEAD + b"Subject: Lunch\r\n\r\nSee you at noon.\r\n"
+    text = email_to_text(raw)
+    assert text.startswith("Subject: Lunch\n")
+    assert "See you at noon." in text
+
+
+def test_alternative_prefers_plain_text() -> None:
+    raw = HEAD + (
+        b"Subject: alt\r\n"
+        b'Content-Type: multipart/alternative; boundary="XX"\r\n\r\n'
+        b"--XX\r\nContent-Type: text/plain\r\n\r\nplain version\r\n"
+        b"--XX\r\nContent-Type: text/html\r\n\r\n<p>html version</p>\r\n"
+        b"--XX--\r\n"
+    )
+    text = email_to_text(raw)
+    assert "plain version" in text
+    assert "html version" not in text
+
+
+def test_alternative_with_empty_plain_falls_back_to_html() -> None:
+    raw = HEAD + (
+        b'Content-Type: multipart/alternative; boundary="XX"\r\n\r\n'
+        b"--XX\r\nContent-Type: text/plain\r\n\r\n   \r\n"
+        b"--XX\r\nContent-Type: text/html\r\n\r\n<p>only html</p>\r\n"
+        b"--XX--\r\n"
+    )
+    assert "only html" in email_to_text(raw)
+
+
+def test_html_only_drops_script_and_style() -> None:
+    raw = HEAD + (
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n"
+        b"<html><head><title>t</title><style>.x{color:red}</style></head><body>"
+        b"<script>alert('evil')</script><p>Buy&nbsp;now &amp; save</p>"
+        b'<a href="http://spam.example.com/x">click</a></body></html>'
+    )
+    text = email_to_text(raw)
+    assert "Buy\xa0now & save" in text
+    assert "click" in text
+    assert "http://spam.example.com/x" in text  # link targets become URL tokens later
+    assert "alert" not in text and "color" not in text
+
+
+def test_encoded_word_subject_is_decoded() -> None:
+    raw = (
+        HEAD + b"Subject: =?utf-8?B?" + base64.b64encode("Grüße aus Köln".encode()) + b"?=\r\n\r\nx"
+    )
+    assert email_to_text(raw).startswith("Subject: Grüße aus Köln")
+    raw = HEAD + b"Subject: =?iso-8859-1?Q?caf=E9?= ok\r\n\r\nx"
+    assert email_to_text(raw).startswith("Subject: café ok")
+
+
+def test_quoted_printable_body() -> None:
+    raw = HEAD + (
+        b"Content-Type: text/plain; charset=iso-8859-1\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        b"Ol=E9 soft=\r\nbreak =3D equals\r\n"
+    )
+    text = email_to_text(raw)
+    assert "Olé softbreak = equals" in text
+
+
+def test_base64_body() -> None:
+    body = base64.b64encode("Zahlung über 100 €".encode())
+    raw = HEAD + (
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + body + b"\r\n"
+    )
+    assert "Zahlung über 100 €" in email_to_text(raw)
+
+
+def test_unknown_charset_falls_back() -> None:
+    raw = HEAD + b"Content-Type: text/plain; charset=x-unknown\r\n\r\nhello w\xc3\xb6rld\r\n"
+    assert "hello wörld" in email_to_text(raw)
+
+
+def test_lying_charset_falls_back() -> None:
+    # Declares ASCII but carries UTF-8; declares UTF-8 but carries cp1252.
+    raw = HEAD + b"Content-Type: text/plain; charset=us-ascii\r\n\r\nna\xc3\xafve\r\n"
+    assert "naïve" in email_to_text(raw)
+    raw = HEAD + b"Content-Type: text/plain; charset=utf-8\r\n\r\nprice \x80 5 caf\xe9\r\n"
+    assert "price € 5 café" in email_to_text(raw)
+
+
+def test_attachments_become_name_and_type() -> None:
+    payload = base64.b64encode(b"%PDF-1.4 binary")
+    raw = HEAD + (
+        b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'
+        b"--B\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+        b'--B\r\nContent-Type: application/pdf; name="invoice.pdf"\r\n'
+        b'Content-Disposition: attachment; filename="invoice.pdf"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + payload + b"\r\n--B--\r\n"
+    )
+    text = email_to_text(raw)
+    assert "see attached" in text
+    assert "[attachment invoice.pdf application/pdf]" in text
+    assert "PDF-1.4" not in text
+
+
+def _nested(depth: int) -> bytes:
+    body = b"Content-Type: text/plain\r\n\r\ndeepest text\r\n"
+    for i in range(depth):
+        b = b"b%d" % i
+        body = (
+            b'Content-Type: multipart/mixed; boundary="'
+            + b
+            + b'"\r\n\r\n--'
+            + b
+            + b"\r\n"
+            + body
+            + b"\r\n--"
+            + b
+            + b"--\r\n"
+        )
+    return HEAD + b"Subject: nest\r\n" + body
+
+
+@pytest.mark.parametrize("depth", [300, 2000])
+def test_deep_nesting_is_bounded(depth: int) -> None:
+    start = time.perf_counter()
+    text = email_to_text(_nested(depth))
+    assert time.perf_counter() - start < 5
+    assert text.startswith("Subject: nest")
+    assert "Content-Type" not in text and "--b1" not in text
+
+
+def test_shallow_nesting_is_read() -> None:
+    assert "deepest text" in email_to_text(_nested(5))
+    assert "deepest text" not in email_to_text(_nested(30))  # below max_depth: not visited
+
+
+def test_many_parts_are_capped() -> None:
+    parts = b"".join(b"--B\r\nContent-Type: text/plain\r\n\r\npart%d\r\n" % i for i in range(500))
+    raw = HEAD + b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n' + parts + b"--B--\r\n"
+    text = email_to_text(raw, max_parts=50)
+    assert "part0" in text
+    assert "part499" not in text
+
+
+def test_big_base64_attachment_is_bounded() -> None:
+    blob = base64.encodebytes(bytes(range(256)) * (5 * 1024 * 1024 // 256))  # ~6.8 MB encoded
+    raw = HEAD + (
+        b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'
+        b"--B\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+        b'--B\r\nContent-Type: application/octet-stream; name="big.bin"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + blob + b"\r\n--B--\r\n"
+    )
+    start = time.perf_counter()
+    text = email_to_text(raw)
+    assert time.perf_counter() - start < 10
+    assert "[attachment big.bin application/octet-stream]" in text
+    assert len(text) < 1000
+
+
+def test_huge_text_body_is_bounded() -> None:
+    raw = HEAD + b"Content-Type: text/html\r\n\r\n" + b"<p>word </p>" * 200_000  # 2.4 MB
+    start = time.perf_counter()
+    text = email_to_text(raw)
+    assert time.perf_counter() - start < 10
+    assert len(text) <= 400_000
+
+
+def test_max_bytes_truncates_input() -> None:
+    raw = HEAD + b"\r\n" + b"a" * 1000 + b" tailmarker"
+    assert "tailmarker" not in email_to_text(raw, max_bytes=500)
+
+
+def test_non_bytes_input_raises_email_error() -> None:
+    with pytest.raises(EmailError):
+        email_to_text(12345)  # type: ignore[arg-type]
+    assert issubclass(EmailError, ValueError)
+
+
+def test_html_to_text_never_raises_on_garbage() -> None:
+    assert html_to_text("<<<>>><a href=<p>x</b></script>") is not None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"From alice@example.org Mon Jan  1 00:00:00 2024\nSubject: x\n\nbody",
+        b"Received: from x by y\r\n\r\nbody",
+        b"Subject: hi\n\nbody",
+        b"X-Foo: 1\nX-Bar: 2\n\nbody",
+        b"Return-Path: <a@b>\nDelivered-To: c@d\n",
+    ],
+)
+def test_looks_like_email_true(data: bytes) -> None:
+    assert looks_like_email(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"hello world",
+        b'{"id": 1, "text": "Subject: no"}',
+        b"WINNER!! claim your prize: call now",
+        b"Note: this is just text\nwith a colon line",
+        b"\x00\x01\x02binary",
+    ],
+)
+def test_looks_like_email_false(data: bytes) -> None:
+    assert not looks_like_email(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=3000))
+def test_email_to_text_never_raises_on_bytes(data: bytes) -> None:
+    assert isinstance(email_to_text(data), str)
+    assert isinstance(looks_like_email(data), bool)
+
+
+_header_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    subject=_header_text,
+    charset=st.sampled_from(["utf-8", "x-unknown", "us-ascii", "zlib", "utf-16", "", "bogus\"'"]),
+    cte=st.sampled_from(["7bit", "base64", "quoted-printable", "x-weird"]),
+    body=st.binary(max_size=500),
+    ctype=st.sampled_from(["text/plain", "text/html", "multipart/alternative", "application/x"]),
+)
+def test_email_to_text_never_raises_on_mime_shapes(
+    subject: str, charset: str, cte: str, body: bytes, ctype: str
+) -> None:
+    raw = (
+        b"Subject: " + subject.encode("utf-8", "replace").replace(b"\n", b" ") + b"\r\n"
+        b"Content-Type: " + ctype.encode() + b"; charset=" + charset.encode() + b"; boundary=z\r\n"
+        b"Content-Transfer-Encoding: " + cte.encode() + b"\r\n\r\n" + body
+    )
+    assert isinstance(email_to_text(raw), str)

@@ -1,0 +1,176 @@
+"""pad_batch, padding invariance of the LSTM, the decision rule and the artifact round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.artifact import ArtifactError, load_artifact, save_artifact
+from model.lstm import LSTMClassifier, LSTMConfig
+from model.predictor import Predictor, decide, pad_batch, resolve_device
+from model.tokenizer import Vocab
+
+WORDS = ["free", "prize", "call", "now", "meeting", "lunch", "tomorrow", "report", "win", "cash"]
+
+
+def _tiny(bidirectional: bool = True, num_labels: int = 2) -> tuple[LSTMClassifier, Vocab]:
+    torch.manual_seed(0)
+    vocab = Vocab(["<pad>", "<unk>", *WORDS])
+    cfg = LSTMConfig(
+        vocab_size=len(vocab),
+        num_labels=num_labels,
+        embed_dim=8,
+        hidden_dim=6,
+        bidirectional=bidirectional,
+    )
+    return LSTMClassifier(cfg).eval(), vocab
+
+
+def test_pad_batch_shapes_and_values() -> None:
+    ids, lengths = pad_batch([[5, 6, 7], [8], []])
+    assert ids.dtype == torch.long and lengths.dtype == torch.long
+    assert ids.shape == (3, 3)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0], [0, 0, 0]]
+    assert lengths.tolist() == [3, 1, 1]  # the empty text reads one pad token
+
+
+def test_pad_batch_caps_at_max_tokens() -> None:
+    ids, lengths = pad_batch([list(range(2, 12)), [3, 4]], pad_id=0, max_tokens=4)
+    assert ids.shape == (2, 4)
+    assert lengths.tolist() == [4, 2]
+    ids, lengths = pad_batch([[3, 4]], max_tokens=100)
+    assert ids.shape == (1, 2)  # pads to the longest, not to the cap
+    with pytest.raises(ValueError):
+        pad_batch([[1]], max_tokens=0)
+
+
+def test_pad_batch_empty_batch() -> None:
+    ids, lengths = pad_batch([])
+    assert ids.shape == (0, 1) and lengths.shape == (0,)
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_scores_do_not_depend_on_batch_padding(bidirectional: bool) -> None:
+    model, _ = _tiny(bidirectional)
+    short = [2, 3, 4]
+    alone = model(*pad_batch([short]))
+    with_long = model(*pad_batch([short, list(range(2, 12)) * 5]))
+    assert torch.allclose(alone[0], with_long[0], atol=1e-5)
+    # Explicit extra padding with a correct length must not change anything either.
+    ids = torch.tensor([short + [0] * 20])
+    padded = model(ids, torch.tensor([3]))
+    assert torch.allclose(alone[0], padded[0], atol=1e-5)
+    # ...while the model does read the tokens (the test can fail).
+    other = model(*pad_batch([[9, 10, 11]]))
+    assert not torch.allclose(alone, other)
+
+
+def test_forward_shape() -> None:
+    model, _ = _tiny(num_labels=3)
+    logits = model(*pad_batch([[2, 3], [4, 5, 6, 7], []]))
+    assert logits.shape == (3, 3)  # (B, L)
+
+
+def test_decide_threshold_and_argmax() -> None:
+    labels = ("ham", "spam")
+    assert decide([0.3, 0.7], labels, "spam", 0.9) == 0
+    assert decide([0.05, 0.95], labels, "spam", 0.9) == 1
+    assert decide([0.3, 0.7], labels, None, None) == 1
+    assert decide([0.2, 0.5, 0.3], ("a", "b", "c"), "b", 0.9) == 1  # 3 labels: argmax
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(ValueError):
+        resolve_device("tpu:7")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError):
+            resolve_device("cuda:1")
+
+
+def _save(tmp_path: Path, num_labels: int = 2) -> Path:
+    model, vocab = _tiny(num_labels=num_labels)
+    labels = ["ham", "spam"] if num_labels == 2 else ["a", "b", "c"][:num_labels]
+    meta = {
+        "name": "tiny",
+        "version": "7",
+        "labels": labels,
+        "positive_label": "spam" if num_labels == 2 else None,
+        "threshold": 0.5 if num_labels == 2 else None,
+        "temperature": 1.0,
+        "max_tokens": 16,
+    }
+    return save_artifact(tmp_path / "art", meta, model.config, vocab, model.state_dict())
+
+
+def test_artifact_round_trip_gives_same_predictions(tmp_path: Path) -> None:
+    path = _save(tmp_path)
+    model, vocab = _tiny()
+    # Stored weights are float16: compare against the same rounding.
+    model.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
+    direct = Predictor(model, vocab, ["ham", "spam"], positive_label="spam", threshold=0.5)
+    loaded = Predictor.load(path, device="cpu")
+    texts = ["free prize call now", "lunch meeting tomorrow", "", "unknown words only"]
+    a, b = direct.predict(texts), loaded.predict(texts)
+    assert [p.label for p in a] == [p.label for p in b]
+    for p, q in zip(a, b, strict=True):
+        assert p.scores == pytest.approx(q.scores, abs=1e-6)
+        assert p.score == p.scores[p.label]
+        assert sum(p.scores.values()) == pytest.approx(1.0)
+    assert (loaded.name, loaded.version, loaded.max_tokens) == ("tiny", "7", 16)
+    assert loaded.labels == ("ham", "spam") and loaded.positive_label == "spam"
+
+
+def test_load_overrides_threshold_and_max_tokens(tmp_path: Path) -> None:
+    path = _save(tmp_path)
+    p = Predictor.load(path, device="cpu", max_tokens=3, threshold=0.0)
+    assert p.max_tokens == 3 and len(p.tokenize("free prize call now win")) == 3
+    assert {x.label for x in p.predict(["lunch", "free"])} == {"spam"}  # threshold 0: all spam
+    with pytest.raises(ValueError):
+        Predictor.load(path, device="cpu", threshold=1.5)
+
+
+def test_predict_ids_keeps_input_order(tmp_path: Path) -> None:
+    p = Predictor.load(_save(tmp_path), device="cpu")
+    seqs = [[2, 3, 4, 5, 6, 7], [8], [9, 10, 11]]
+    together = p.predict_ids(seqs)
+    one_by_one = [p.predict_ids([s])[0] for s in seqs]
+    for a, b in zip(together, one_by_one, strict=True):
+        assert a.scores == pytest.approx(b.scores, abs=1e-5)
+    assert p.predict_ids([]) == []
+
+
+def test_tampered_weights_are_rejected(tmp_path: Path) -> None:
+    path = _save(tmp_path)
+    weights = path / "weights.pt"
+    data = bytearray(weights.read_bytes())
+    data[-40] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="sha256"):
+        load_artifact(path)
+
+
+def test_missing_files_are_rejected(tmp_path: Path) -> None:
+    path = _save(tmp_path)
+    (path / "vocab.json").unlink()
+    with pytest.raises(ArtifactError, match="missing"):
+        Predictor.load(path, device="cpu")
+    with pytest.raises(ArtifactError):
+        load_artifact(tmp_path / "nowhere")
+    path2 = _save(tmp_path / "b")
+    (path2 / "manifest.json").unlink()
+    with pytest.raises(ArtifactError):
+        load_artifact(path2)
+
+
+def test_tampered_config_is_rejected(tmp_path: Path) -> None:
+    path = _save(tmp_path)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["threshold"] = 0.0
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ArtifactError):
+        load_artifact(path)

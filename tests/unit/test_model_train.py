@@ -1,0 +1,137 @@
+"""Training end to end on tiny data written here: a 3-label model, and the CLI around it."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from model.cli import main as cli_main
+from model.predictor import Predictor
+from model.train import TrainOptions, train
+
+TOPICS = {
+    "sports": "goal match team score referee league striker keeper".split(),
+    "cooking": "recipe oven flour butter simmer garlic salt bake".split(),
+    "tech": "kernel compiler server python database cache deploy cpu".split(),
+}
+
+
+def _write_data(path: Path, per_label: int = 14, seed: int = 1) -> Path:
+    rng = random.Random(seed)
+    rows = []
+    for label, words in TOPICS.items():
+        for i in range(per_label):
+            text = " ".join(rng.choice(words) for _ in range(rng.randint(4, 12)))
+            split = "val" if i % 5 == 0 else "train"
+            rows.append({"id": f"{label}-{i}", "label": label, "split": split, "text": text})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def _options(data: Path, out: Path, **kw: object) -> TrainOptions:
+    base: dict = dict(
+        data=[data],
+        out=out,
+        epochs=12,
+        embed_dim=16,
+        hidden_dim=8,
+        batch_size=8,
+        lr=0.02,
+        vocab_size=100,
+        min_freq=1,
+        max_tokens=32,
+        patience=20,
+        threads=1,
+        progress=False,
+        dropout=0.0,
+    )
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+def test_three_label_model_trains_saves_loads_and_predicts(tmp_path: Path) -> None:
+    data = _write_data(tmp_path / "topics.jsonl")
+    meta = train(_options(data, tmp_path / "art"))
+    assert meta["labels"] == ["cooking", "sports", "tech"]
+    assert meta["positive_label"] is None and meta["threshold"] is None
+    assert meta["training"]["counts"]["train"] == {"sports": 11, "cooking": 11, "tech": 11}
+    assert len(meta["training"]["data"][0]["sha256"]) == 64
+    predictor = Predictor.load(tmp_path / "art", device="cpu")
+    assert predictor.labels == ("cooking", "sports", "tech")
+    preds = predictor.predict(
+        [
+            "striker goal team referee",  # in-vocabulary words only: the data is tiny
+            "bake flour butter oven",
+            "python server cache cpu",
+        ]
+    )
+    assert [p.label for p in preds] == ["sports", "cooking", "tech"]
+    assert all(set(p.scores) == set(TOPICS) for p in preds)
+
+
+def test_training_is_reproducible(tmp_path: Path) -> None:
+    data = _write_data(tmp_path / "topics.jsonl")
+    a = train(_options(data, tmp_path / "a", epochs=2))
+    b = train(_options(data, tmp_path / "b", epochs=2))
+    assert a["training"]["history"] == b["training"]["history"]
+    assert (tmp_path / "a" / "weights.pt").read_bytes() == (
+        tmp_path / "b" / "weights.pt"
+    ).read_bytes()
+
+
+def test_binary_model_gets_threshold_and_eval_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = random.Random(3)
+    spam = "free prize win cash call claim now urgent".split()
+    ham = "meeting lunch report tomorrow notes project review team".split()
+    rows = []
+    for i in range(60):
+        label = "spam" if i % 3 == 0 else "ham"
+        words = spam if label == "spam" else ham
+        split = ["train", "train", "train", "val", "test"][i % 5]
+        text = " ".join(rng.choice(words) for _ in range(6))
+        rows.append({"id": str(i), "label": label, "split": split, "text": text, "source": "t/x"})
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    meta = train(_options(data, tmp_path / "art"))
+    assert meta["positive_label"] == "spam" and 0 < meta["threshold"] <= 1
+    assert meta["metrics"]["val"]["roc_auc"] == 1.0
+
+    code = cli_main(["eval", "--model", str(tmp_path / "art"), "--data", str(data), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "n", "ham_loss", "spam_miss"):
+        assert key in result
+        assert key in result["by_source"]["t"]
+    assert result["n"] == 12 and result["f1"] == 1.0
+
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": "a", "text": "free cash prize"}\n{"id": "b", "text": "lunch meeting"}\n')
+    assert cli_main(["predict", "--model", str(tmp_path / "art"), str(src)]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(o["id"], o["label"]) for o in out] == [("a", "spam"), ("b", "ham")]
+    assert set(out[0]["scores"]) == {"ham", "spam"}
+
+
+def test_cli_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = str(tmp_path / "missing.jsonl")
+    assert cli_main(["train", "--data", missing, "--out", str(tmp_path / "o")]) == 2
+    assert cli_main(["eval", "--model", "bundled", "--data", missing]) == 2
+    assert cli_main(["eval", "--model", str(tmp_path / "nomodel"), "--data", missing]) == 2
+    assert cli_main(["predict", "--model", "bundled", missing]) == 2
+    assert "not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["train", "--out", "x"])  # --data is required
+    assert exc.value.code == 2
+
+
+def test_training_needs_two_labels(tmp_path: Path) -> None:
+    data = tmp_path / "one.jsonl"
+    data.write_text('{"id": "1", "label": "ham", "split": "train", "text": "a"}\n')
+    with pytest.raises(ValueError, match="at least 2 labels"):
+        train(_options(data, tmp_path / "o"))
+    assert cli_main(["train", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
