@@ -161,9 +161,8 @@ class Worker:
             log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, self.metrics_port)
         try:
             classifier = self._load_classifier()
-            self._producer = make_producer(cfg.kafka)
-            self._consumer = make_consumer(cfg.kafka)
-            self._consumer.subscribe(cfg.kafka.input_topics, listener=self._listener)
+            if not self._connect():
+                return 0  # stopped before the broker was reachable: nothing was consumed
             inference = threading.Thread(
                 target=self._inference_loop, args=(classifier,), name="inference", daemon=True
             )
@@ -175,6 +174,24 @@ class Worker:
         finally:
             self._close()
         return 0
+
+    def _connect(self) -> bool:
+        """Create producer and consumer, retrying while the broker is unreachable."""
+        backoff_s = 1.0
+        while not self._stop.is_set():
+            try:
+                self._producer = self._producer or make_producer(self.config.kafka)
+                self._consumer = make_consumer(self.config.kafka)
+            except KafkaError as exc:
+                self.health.connected = False
+                log.warning("cannot reach the broker (retry in %.0f s): %s", backoff_s, exc)
+                self._stop.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, 30.0)
+                continue
+            self.health.connected = True
+            self._consumer.subscribe(self.config.kafka.input_topics, listener=self._listener)
+            return True
+        return False
 
     def _load_classifier(self) -> Classifier:
         if self._classifier is None:

@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("paths", nargs="+", metavar="PATH")
     produce.set_defaults(func=cmd_produce)
 
+    bench = sub.add_parser(
+        "bench", help="the benchmark suite (from a source checkout)", add_help=False
+    )
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
+
     try:
         from model.cli import add_commands
     except ImportError as exc:  # pragma: no cover - model/ always ships with the worker
@@ -213,6 +219,20 @@ def cmd_produce(args: argparse.Namespace) -> int:
         producer.close()
     print(f"produced {sent} records to {args.topic}", file=sys.stderr)
     return 0
+
+
+# -- bench ------------------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run `benchmarks/run.py` of the source checkout with this interpreter."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+    if not script.exists():
+        raise ConfigError("bench: the benchmarks ship with the source checkout, not the wheel")
+    return subprocess.call([sys.executable, str(script), *args.bench_args],
+                           cwd=script.parents[1])
 
 
 # -- demo -------------------------------------------------------------------------------------

@@ -34,6 +34,9 @@ _SECURITY_KEYS = (
 )
 # Settings the worker's delivery guarantee depends on; a pass-through may not change them.
 _CONSUMER_FIXED = {"enable_auto_commit": False}
+# Short, so that a worker started while the broker is away still answers SIGTERM promptly; the
+# worker retries with backoff.
+_BOOTSTRAP_TIMEOUT_MS = 5_000
 
 
 def client_settings(config: KafkaConfig) -> dict[str, Any]:
@@ -64,6 +67,7 @@ def consumer_settings(config: KafkaConfig) -> dict[str, Any]:
         auto_offset_reset="earliest",  # a new group classifies what is already there
         partition_assignment_strategy=(CooperativeStickyAssignor,),
         max_poll_records=500,
+        bootstrap_timeout_ms=_BOOTSTRAP_TIMEOUT_MS,
     )
     if config.group_instance_id:
         settings["group_instance_id"] = config.group_instance_id
@@ -84,6 +88,7 @@ def producer_settings(config: KafkaConfig) -> dict[str, Any]:
         acks="all",
         linger_ms=5,  # small batches of results cost little latency and save many requests
         max_block_ms=10_000,  # a missing topic must not block the inference thread for a minute
+        bootstrap_timeout_ms=_BOOTSTRAP_TIMEOUT_MS,
     )
     settings.update(config.producer)
     return settings
