@@ -61,15 +61,16 @@ def http_get(url: str) -> tuple[int, str]:
 
 
 def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:
-    """The value of one sample in Prometheus text format (0 when absent)."""
+    """The sum of the samples of `name` whose labels include `labels` (0 when none)."""
     from prometheus_client.parser import text_string_to_metric_families
 
+    total = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == name and (labels is None or all(
-                    sample.labels.get(k) == v for k, v in labels.items())):
-                return float(sample.value)
-    return 0.0
+            if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in (labels or {}).items()):
+                total += float(sample.value)
+    return total
 
 
 class TopicReader:

@@ -35,7 +35,6 @@ from worker.offsets import OffsetTracker, Partition
 log = logging.getLogger(__name__)
 
 _POLL_MS = 100  # the longest the loop waits in poll(); bounds reaction time to signals
-_COMMIT_INTERVAL_S = 1.0
 
 
 class Prediction(Protocol):
@@ -90,6 +89,18 @@ class _Completion:
             self._done()
 
 
+def _smaller_dead_letter(out: _Outgoing) -> _Outgoing | None:
+    """A dead letter the broker refused for its size, without the value, then without the input's
+    own headers; the reason and source headers always stay. None when nothing is left to drop."""
+    ours = [(n, v) for n, v in out.headers if n.startswith("streamclf-")]
+    if out.value:
+        dropped = ("streamclf-value-dropped", str(len(out.value)).encode())
+        return replace(out, value=b"", headers=[*out.headers, dropped], attempts=0)
+    if len(ours) < len(out.headers):
+        return replace(out, headers=[*ours, ("streamclf-headers-dropped", b"1")], attempts=0)
+    return None
+
+
 class _RebalanceEvents(ConsumerRebalanceListener):
     """Runs on kafka-python's IO thread: it must not block, so it only queues the events."""
 
@@ -112,12 +123,13 @@ class Worker:
         config: Config,
         classifier: Classifier | None = None,
         metrics: Metrics | None = None,
+        stop_event: threading.Event | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
         self.health = Health()
         self._classifier = classifier
-        self._stop = threading.Event()
+        self._stop = stop_event or threading.Event()
         self._tracker = OffsetTracker()
         self._batcher: Batcher[Request] = Batcher(
             config.batching.max_batch_size, config.batching.max_wait_ms / 1000.0
@@ -143,6 +155,12 @@ class Worker:
         self._producer: KafkaProducer | None = None
         self._model_id = ""
         self.metrics_port: int | None = None
+        # Series that exist from the start, so rate() sees their first increase.
+        for topic in config.kafka.input_topics:
+            self.metrics.consumed.labels(topic)
+        for topic in {config.kafka.output_topic, config.kafka.dlq_topic,
+                      *config.output.routes.values()}:
+            self.metrics.produce_errors.labels(topic)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -161,7 +179,7 @@ class Worker:
             log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, self.metrics_port)
         try:
             classifier = self._load_classifier()
-            if not self._connect():
+            if self._stop.is_set() or not self._connect():
                 return 0  # stopped before the broker was reachable: nothing was consumed
             inference = threading.Thread(
                 target=self._inference_loop, args=(classifier,), name="inference", daemon=True
@@ -347,11 +365,9 @@ class Worker:
                 self._dead_letter(Rejection(out.source, codec.OUTPUT_TOO_LARGE, str(exc)))
                 out.on_ack()  # the dead letter stands for this output
                 return
-            if out.value:
-                # Keep the headers (reason, source), drop the value the broker will not take.
-                dropped = ("streamclf-value-dropped", str(len(out.value)).encode())
-                out = replace(out, value=b"", headers=[*out.headers, dropped], attempts=0)
-                self._send(out)
+            smaller = _smaller_dead_letter(out)
+            if smaller is not None:
+                self._send(smaller)
                 return
         backoff_s = min(self.config.kafka.produce_retry_max_backoff_ms / 1000.0,
                         0.1 * 2 ** min(out.attempts, 16))
@@ -385,7 +401,7 @@ class Worker:
 
     def _commit(self, force: bool = False, only: set[Partition] | None = None) -> None:
         now = time.monotonic()
-        if not force and now - self._last_commit_at < _COMMIT_INTERVAL_S:
+        if not force and now - self._last_commit_at < self.config.kafka.commit_interval_ms / 1e3:
             return
         self._last_commit_at = now
         offsets = self._tracker.committable()
@@ -457,6 +473,7 @@ class Worker:
             consumer.pause(*consumer.assignment())
             self._paused = True
             self.metrics.paused.set(1)
+            self.metrics.pauses.inc()
         elif self._paused and in_flight <= limit // 2:
             consumer.resume(*consumer.paused())
             self._paused = False

@@ -121,18 +121,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import threading
+
+    # Handlers first: a SIGTERM during start-up (model loading can take seconds) still ends
+    # in an orderly exit 0 instead of the default kill.
+    stop_requested = threading.Event()
+    stop_on_signals(stop_requested.set)
+
     from worker.app import Worker
     from worker.config import load_config, redacted
 
     config = load_config(args.config, args.overrides)
     setup_logging(config.logging.level, config.logging.format)
     log.info("configuration: %s", json.dumps(redacted(config)))
-    worker = Worker(config)
-    _stop_on_signals(worker.stop)
+    worker = Worker(config, stop_event=stop_requested)
     return worker.run()
 
 
-def _stop_on_signals(stop: Any) -> None:
+def stop_on_signals(stop: Any) -> None:
+    """Call `stop` on SIGTERM and SIGINT."""
+
     def handler(signum: int, _frame: Any) -> None:
         log.info("received %s: draining", signal.Signals(signum).name)
         stop()

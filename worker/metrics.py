@@ -115,6 +115,10 @@ class Metrics:
         self.paused = Gauge(
             "streamclf_paused", "1 while fetching is paused for backpressure.", registry=r
         )
+        self.pauses = Counter(
+            "streamclf_pauses", "Times fetching was paused because max_in_flight was reached.",
+            registry=r,
+        )
         self.produce_errors = Counter(
             "streamclf_produce_errors",
             "Produce attempts the broker refused or that timed out (retried).",
