@@ -59,6 +59,12 @@ def html_only_mail() -> bytes:
             b"<body><p>Huge SALE today only, click here</p></body></html>")
 
 
+def many_parts_mail(parts: int) -> bytes:
+    body = "".join(f"--P\r\nContent-Type: text/plain\r\n\r\npart {i}\r\n" for i in range(parts))
+    return (b"From: bomb@example.org\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: multipart/mixed; boundary=P\r\n\r\n" + body.encode() + b"--P--\r\n")
+
+
 HOSTILE: dict[str, bytes | None] = {
     "unseen-ham": json.dumps({"id": "u1", "subject": "Lunch?",
                               "body": "Shall we meet at noon near the station?"}).encode(),
@@ -76,7 +82,18 @@ HOSTILE: dict[str, bytes | None] = {
     "html-only": html_only_mail(),
     "control-chars": "\x00\x01\x02 hello \u202e RTL \u200f emoji 🎉".encode(),
     "empty": b"",
+    "fifty-mb": b"A" * 50_000_000,
+    "many-parts": many_parts_mail(5000),
+    "million-chars": ("Ünïcödé ✉ " * 100_000).encode(),
+    "rtl-and-emoji": "مرحبا بالعالم 👋 שלום עולם 🎉 click here".encode(),
 }
+
+
+def peak_rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def test_hostile_records_come_out_exactly_once(broker, topics):
@@ -93,18 +110,19 @@ def test_hostile_records_come_out_exactly_once(broker, topics):
             "--set", "model.threads=1"]
     process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    producer = KafkaProducer(bootstrap_servers=broker, max_request_size=16 * 1024 * 1024)
+    producer = KafkaProducer(bootstrap_servers=broker, max_request_size=64 * 1024 * 1024)
     for key, value in HOSTILE.items():
         producer.send(names["input"], key=key.encode(), value=value)
     producer.flush()
     producer.close()
     out = TopicReader(broker, names["output"], names["dlq"])
     try:
-        records = out.wait_for(len(HOSTILE), timeout_s=120)
+        records = out.wait_for(len(HOSTILE), timeout_s=180)
         poll_until(lambda: metric_value(http_get(f"http://127.0.0.1:{port}/metrics")[1],
                                         "streamclf_offsets_committed_total") >= len(HOSTILE),
                    what="every offset committed")
         assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        peak_rss = peak_rss_bytes(process.pid)
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
@@ -113,8 +131,15 @@ def test_hostile_records_come_out_exactly_once(broker, topics):
     assert counts == Counter(HOSTILE.keys()), "each record exactly once"
     where = {r.key.decode(): r.topic for r in records}
     for key in ("unseen-ham", "unseen-spam", "deep-mime", "big-attachment", "unknown-charset",
-                "lying-charset", "html-only", "two-mb-text", "control-chars"):
+                "lying-charset", "html-only", "two-mb-text", "control-chars", "many-parts",
+                "million-chars", "rtl-and-emoji"):
         assert where[key] == names["output"], key
-    for key in ("invalid-utf8", "tombstone", "truncated-json", "json-null-text", "empty"):
+    for key in ("invalid-utf8", "tombstone", "truncated-json", "json-null-text", "empty",
+                "fifty-mb"):
         assert where[key] == names["dlq"], key
+    fifty = next(r for r in records if r.key == b"fifty-mb")
+    headers = dict(fifty.headers)
+    assert headers["streamclf-error"] == b"too_large"
+    assert headers["streamclf-value-dropped"] == b"50000000"  # the broker limit, not the worker
+    assert peak_rss < 2 * 2**30, f"peak RSS {peak_rss / 2**20:.0f} MiB"
     out.close()

@@ -67,10 +67,15 @@ def test_slow_model_keeps_membership_and_pauses(broker, topics, tmp_path):
         broker, names, group, slow_ms=7000, log_dir=tmp_path,
         extra=("kafka.consumer={session_timeout_ms: 6000, heartbeat_interval_ms: 1000, "
                "max_poll_interval_ms: 6000}",
-               "batching.max_batch_size=40", "batching.max_in_flight=50"),
+               "batching.max_batch_size=40", "batching.max_in_flight=50",
+               "health.stuck_after_s=3"),
     ).start()
     try:
+        # Lag without a commit for longer than health.stuck_after_s: liveness says so...
+        poll_until(lambda: worker.status("/healthz") == 503, timeout_s=60, what="stuck")
         reader.wait_for(120, timeout_s=120)
+        # ...and recovers once the work is done and committed.
+        poll_until(lambda: worker.status("/healthz") == 200, timeout_s=30, what="alive again")
         poll_until(lambda: worker.metric("streamclf_offsets_committed_total") >= 120,
                    what="all committed")
         rebalances = worker.metric("streamclf_rebalances_total")

@@ -1,6 +1,8 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from worker import codec
 from worker.codec import InputSettings, Rejection, Request, SourceRecord
@@ -109,3 +111,45 @@ def test_dead_letter_headers():
     assert values["streamclf-error"] == b"decode"
     assert values["streamclf-source"] == b"in:2:42"
     assert len(values["streamclf-error-detail"]) <= 500
+
+
+# -- properties: decode never raises, whatever the bytes ------------------------------------------
+
+
+_JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.binary(max_size=2000), fmt=st.sampled_from(["auto", "json", "email", "text"]))
+def test_decode_never_raises_on_arbitrary_bytes(value, fmt):
+    out = codec.decode(rec(value), InputSettings(format=fmt))
+    if isinstance(out, Rejection):
+        assert out.reason in codec.REASONS and out.detail
+    else:
+        assert out.text.strip() and out.id
+
+
+@settings(max_examples=200, deadline=None)
+@given(obj=st.dictionaries(st.sampled_from(["id", "text", "subject", "body", "from", "x"]),
+                           _JSONISH, max_size=5))
+def test_decode_json_objects_of_any_shape(obj):
+    out = decode(json.dumps(obj).encode())
+    if isinstance(out, Request):
+        assert isinstance(out.text, str) and out.text.strip()
+    else:
+        assert out.reason in (codec.DECODE, codec.EMPTY)
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(max_size=500))
+def test_any_unicode_text_is_classified_or_empty(text):
+    out = decode(text.encode("utf-8"))
+    if not text.strip():
+        assert isinstance(out, Rejection) and out.reason == codec.EMPTY
+    else:
+        assert isinstance(out, (Request, Rejection))
