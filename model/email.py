@@ -31,8 +31,9 @@ MAX_TOTAL_CHARS = 400_000
 # HTML is parsed in Python, so its input is capped before parsing.
 MAX_HTML_CHARS = 300_000
 MAX_HEADER_CHARS = 2_000
-# Whether the text carries a "From: <display name> <domain>" line after the subject.
-SENDER_LINE = False
+# The text carries a "From: <display name> <domain>" line after the subject: on validation it
+# raised a bag-of-words ranking of SpamAssassin mail (AUC 0.9747 → 0.9785) and left SMS alone.
+SENDER_LINE = True
 
 _KNOWN_HEADERS = (
     b"received",

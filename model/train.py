@@ -7,6 +7,7 @@ target ham-loss; seeded and reproducible for a given thread count.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import random
@@ -52,6 +53,9 @@ class TrainOptions:
     bidirectional: bool = True
     pool_embeddings: bool = True
     dropout: float = 0.3
+    # Exponential moving average of the weights (per step), used for validation and the artifact:
+    # smooths the epoch-to-epoch swings of the validation ranking. 0 turns it off.
+    ema_decay: float = 0.998
     patience: int = 2  # epochs without validation improvement before stopping
     # Model selection: "auc" = mean per-source ROC-AUC of the positive label (ranking is what the
     # threshold needs; calibration is fitted afterwards), "loss" = validation cross-entropy.
@@ -60,7 +64,7 @@ class TrainOptions:
     positive_label: str | None = "spam"  # ignored when absent from the data
     name: str = "streamclf-spam"
     version: str = "1"
-    max_minutes: float | None = None  # stop after the epoch that crosses this wall-clock budget
+    max_minutes: float | None = None  # wall-clock budget: no epoch is started that would cross it
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -263,10 +267,15 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
         optim, lambda step: max(0.1, 1.0 - 0.9 * step / max(1, total_steps))
     )
 
+    ema = copy.deepcopy(model).eval() if opts.ema_decay > 0 else model
+    ema_params, live_params = list(ema.parameters()), list(model.parameters())
+    step = 0
     best_score, best_state, best_epoch, stale = math.inf, None, 0, 0
     history = []
+    epoch_times: list[float] = []
     lengths = [len(s) for s in train_ids]
     for epoch in range(1, opts.epochs + 1):
+        epoch_start = time.monotonic()
         model.train()
         batches = _batches(lengths, opts.batch_size, rng)
         running, seen = 0.0, 0
@@ -279,31 +288,45 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optim.step()
             sched.step()
+            step += 1
+            if ema is not model:
+                # Warm-up: early averages would otherwise be dominated by the random init.
+                decay = min(opts.ema_decay, (1 + step) / (10 + step))
+                with torch.no_grad():
+                    torch._foreach_lerp_(ema_params, live_params, 1.0 - decay)
             running += loss.item() * len(idx)
             seen += len(idx)
             progress.step(epoch, opts.epochs, b, len(batches), running / seen)
-        val = evaluate_logits(_logits(model, val_ids), y_val, labels, positive, None, val_groups)
+        val = evaluate_logits(_logits(ema, val_ids), y_val, labels, positive, None, val_groups)
         record = {"epoch": epoch, "train_loss": running / seen, "val_loss": val["loss"]}
         summary = f"epoch {epoch}/{opts.epochs} train loss {running / seen:.4f} "
         summary += f"val loss {val['loss']:.4f} acc {val['accuracy']:.4f}"
         if positive:
             record.update(val_f1=val["f1"], val_auc=val["roc_auc"])
             summary += f" f1@0.5 {val['f1']:.4f} auc {val['roc_auc']:.5f}"
+            summary += "".join(
+                f" {name} {m['roc_auc']:.5f}"
+                for name, m in val["by_source"].items()
+                if m["roc_auc"] is not None
+            )
         history.append(record)
         summary += f" ({time.monotonic() - started:.0f}s)"
         say(summary)
         score = _selection_score(val, opts.select if positive else "loss")
         if score < best_score - 1e-5:
             best_score, best_epoch, stale = score, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in ema.state_dict().items()}
         else:
             stale += 1
             if stale >= opts.patience:
                 say(f"early stop: no validation improvement for {stale} epochs")
                 break
-        if opts.max_minutes is not None and time.monotonic() - started > opts.max_minutes * 60:
-            say("time budget reached")
-            break
+        if opts.max_minutes is not None:
+            # Stop unless one more epoch (as long as the slowest so far) fits the budget.
+            epoch_times.append(time.monotonic() - epoch_start)
+            if time.monotonic() - started + max(epoch_times) > opts.max_minutes * 60:
+                say("stopping: another epoch would exceed the time budget")
+                break
     assert best_state is not None
     # Calibrate on the weights as they will be stored (float16), not the float32 originals.
     model.load_state_dict(
