@@ -268,7 +268,8 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
     )
 
     ema = copy.deepcopy(model).eval() if opts.ema_decay > 0 else model
-    ema_params, live_params = list(ema.parameters()), list(model.parameters())
+    ema_params: list[torch.Tensor] = list(ema.parameters())
+    live_params: list[torch.Tensor] = list(model.parameters())
     step = 0
     best_score, best_state, best_epoch, stale = math.inf, None, 0, 0
     history = []
