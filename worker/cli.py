@@ -250,5 +250,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from worker.demo import run_demo
 
     setup_logging("WARNING")
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # connection chatter would hide the table
     return run_demo(messages=args.messages, data_dir=Path(args.data),
                     metrics_port=args.metrics_port)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import signal
 import sys
 import threading
@@ -93,15 +94,15 @@ def _shared_records(data_dir: Path, limit: int) -> list[tuple[str, bytes, str]]:
     from worker.cli import record_for
 
     per_file: list[list[tuple[str, bytes, str]]] = []
+    rng = random.Random(0)  # the same sample every run
     for path in sorted(data_dir.glob("*.jsonl*")):
         rows = []
         for example in iter_examples(path):
             if example.split == "test":
                 key, value = record_for(example)
-                rows.append((key.decode(), value, f"{example.source}:{example.label}"))
-            if len(rows) >= limit:
-                break
-        per_file.append(rows)
+                kind = "email" if example.raw is not None else "sms"
+                rows.append((key.decode(), value, f"{kind}:{example.label}"))
+        per_file.append(rng.sample(rows, min(limit, len(rows))))
     mixed: list[tuple[str, bytes, str]] = []
     for group in zip(*per_file, strict=False) if per_file else []:
         mixed.extend(group)
@@ -202,31 +203,40 @@ def _print_table(
     results: dict[str, dict[str, Any]],
     dead: dict[str, str],
 ) -> None:
-    print(f"\n{'key':<28} {'kind':<22} {'label':<8} {'score':>6}  text")
-    print("-" * 100)
+    print(f"\n{'key':<24} {'kind':<10} {'label':<8} {'score':>6}  text")
+    print("-" * 102)
     shown = 0
     for key, value, kind in records:
-        if shown >= 30 and kind not in ("email", "sms", "hostile"):
+        if shown >= 24 and kind not in ("email", "sms", "hostile"):
             continue
         shown += 1
-        preview = value.decode("utf-8", "replace").replace("\r", " ").replace("\n", " ")
-        preview = preview[preview.find("Subject:"):] if "Subject:" in preview else preview
+        preview = _preview(value)
         if key in results:
             r = results[key]
-            print(f"{key[:28]:<28} {kind[:22]:<22} {r['label']:<8} {r['score']:>6.3f}  "
-                  f"{preview[:40]}")
+            print(f"{key[:24]:<24} {kind:<10} {r['label']:<8} {r['score']:>6.3f}  "
+                  f"{preview[:50]}")
         elif key in dead:
-            print(f"{key[:28]:<28} {kind[:22]:<22} {'DLQ':<8} {'':>6}  "
+            print(f"{key[:24]:<24} {kind:<10} {'DLQ':<8} {'':>6}  "
                   f"dead letter: {dead[key]}")
         else:
-            print(f"{key[:28]:<28} {kind[:22]:<22} {'(none)':<8}")
+            print(f"{key[:24]:<24} {kind:<10} {'(none)':<8}")
     scored = [(kind, results[key]["label"]) for key, _, kind in records
               if key in results and kind.endswith((":spam", ":ham"))]
     if scored:
         right = sum(1 for kind, label in scored if kind.endswith(":" + label))
-        print(f"\nshared test messages: {right}/{len(scored)} labelled as in the data set")
+        print(f"\nshared test messages: {right}/{len(scored)} labelled as in the data set "
+              f"(score: the model's probability for the label it chose)")
     print(f"results: {len(results)}  dead letters: {len(dead)}  "
           f"missing: {len(records) - len(results) - len(dead)}")
+
+
+def _preview(value: bytes) -> str:
+    """What a person would call the message's text, on one line."""
+    from worker.codec import InputSettings, Request, SourceRecord, decode
+
+    decoded = decode(SourceRecord("demo", 0, 0, 0, None, value, ()), InputSettings())
+    text = decoded.text if isinstance(decoded, Request) else value.decode("utf-8", "replace")
+    return " ".join(text.split())
 
 
 def _print_metrics(url: str) -> None:
