@@ -28,7 +28,13 @@ from worker import codec
 from worker.batcher import Batcher
 from worker.codec import InputSettings, Rejection, Request, SourceRecord
 from worker.config import Config
-from worker.kafka import make_consumer, make_producer, source_record
+from worker.kafka import (
+    consumer_settings,
+    make_consumer,
+    make_producer,
+    producer_settings,
+    source_record,
+)
 from worker.metrics import Health, Metrics, MetricsServer
 from worker.offsets import OffsetTracker, Partition
 
@@ -130,6 +136,9 @@ class Worker:
         self.health = Health()
         self._classifier = classifier
         self._stop = stop_event or threading.Event()
+        # Built now so that a bad setting stops the worker before it loads the model.
+        self._consumer_settings = consumer_settings(config.kafka)
+        self._producer_settings = producer_settings(config.kafka)
         self._tracker = OffsetTracker()
         self._batcher: Batcher[Request] = Batcher(
             config.batching.max_batch_size, config.batching.max_wait_ms / 1000.0
@@ -198,8 +207,8 @@ class Worker:
         backoff_s = 1.0
         while not self._stop.is_set():
             try:
-                self._producer = self._producer or make_producer(self.config.kafka)
-                self._consumer = make_consumer(self.config.kafka)
+                self._producer = self._producer or make_producer(self._producer_settings)
+                self._consumer = make_consumer(self._consumer_settings)
             except KafkaError as exc:
                 self.health.connected = False
                 log.warning("cannot reach the broker (retry in %.0f s): %s", backoff_s, exc)

@@ -94,16 +94,18 @@ def producer_settings(config: KafkaConfig) -> dict[str, Any]:
     return settings
 
 
-def make_consumer(config: KafkaConfig) -> KafkaConsumer:
+def make_consumer(settings: dict[str, Any]) -> KafkaConsumer:
+    """A consumer from `consumer_settings(...)` (built first, so bad settings fail early)."""
     try:
-        return KafkaConsumer(**consumer_settings(config))
+        return KafkaConsumer(**settings)
     except (TypeError, AssertionError) as exc:
         raise ConfigError(f"kafka.consumer: {exc}") from exc
 
 
-def make_producer(config: KafkaConfig) -> KafkaProducer:
+def make_producer(settings: dict[str, Any]) -> KafkaProducer:
+    """A producer from `producer_settings(...)`."""
     try:
-        return KafkaProducer(**producer_settings(config))
+        return KafkaProducer(**settings)
     except (TypeError, AssertionError) as exc:
         raise ConfigError(f"kafka.producer: {exc}") from exc
 

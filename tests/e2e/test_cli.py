@@ -1,0 +1,65 @@
+"""The command line as a user runs it: exit codes, error messages, the embedded broker."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from worker.broker import free_port, wait_for_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def streamclf(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "worker", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        (["run", "--set", "kafka.bootstrap_servrs=x:1"], "kafka.bootstrap_servrs"),
+        (["run", "--set", "batching.max_batch_size=-3"], "batching.max_batch_size"),
+        (["run", "--set", "model.device=tpu"], "model.device"),
+        (["run", "--set", "kafka.consumer={enable_auto_commit: true}"],
+         "kafka.consumer.enable_auto_commit"),
+    ],
+)
+def test_config_errors_exit_2_and_name_the_key(args, key):
+    result = streamclf(*args, "--set", "metrics.enabled=false")
+    assert result.returncode == 2, result.stderr
+    assert key in result.stderr
+
+
+def test_unreadable_config_file_exits_2(tmp_path):
+    result = streamclf("run", "--config", str(tmp_path / "missing.yaml"))
+    assert result.returncode == 2
+    assert "cannot read config file" in result.stderr
+
+
+def test_usage_errors_exit_2():
+    assert streamclf("run", "--no-such-flag").returncode == 2
+    assert streamclf().returncode == 2
+
+
+@pytest.mark.integration
+def test_broker_command_serves_and_stops_cleanly():
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "worker", "broker", "--port", str(port)],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    try:
+        assert wait_for_port("127.0.0.1", port, 30), "the broker did not listen"
+        from worker.kafka import ensure_topics
+
+        ensure_topics(f"127.0.0.1:{port}", ["cli-check"], partitions=1)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert f"127.0.0.1:{port}" in output
+    assert not wait_for_port("127.0.0.1", port, 0.5), "the broker outlived the command"
