@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -44,18 +45,27 @@ _POLL_MS = 100  # the longest the loop waits in poll(); bounds reaction time to 
 
 
 class Prediction(Protocol):
-    label: str
-    score: float
-    scores: dict[str, float]
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def score(self) -> float: ...
+
+    @property
+    def scores(self) -> dict[str, float]: ...
 
 
 class Classifier(Protocol):
     """What the worker needs of a model (`model.predictor.Predictor` is one)."""
 
-    name: str
-    version: str
-    labels: tuple[str, ...]
-    max_tokens: int
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def labels(self) -> tuple[str, ...]: ...
 
     @property
     def device(self) -> Any: ...
@@ -93,6 +103,10 @@ class _Completion:
             finished = self._left == 0
         if finished:
             self._done()
+
+
+def _in_partitions(partitions: set[Partition], request: Request) -> bool:
+    return (request.record.topic, request.record.partition) in partitions
 
 
 def _smaller_dead_letter(out: _Outgoing) -> _Outgoing | None:
@@ -229,10 +243,12 @@ class Worker:
             if self.config.model.threads > 0:
                 torch.set_num_threads(self.config.model.threads)
             m = self.config.model
-            self._classifier = Predictor.load(
+            c: Classifier = Predictor.load(
                 m.path, device=m.device, max_tokens=m.max_tokens, threshold=m.threshold
             )
-        c = self._classifier
+            self._classifier = c
+        else:
+            c = self._classifier
         self._model_id = f"{c.name}@{c.version}"
         self.metrics.model_info.labels(c.name, c.version, str(c.device)).set(1)
         for label in c.labels:
@@ -294,18 +310,19 @@ class Worker:
             if batch is None:
                 return
             try:
-                predictions = self._classify(classifier, batch)
+                predictions: Sequence[Prediction | None] = self._classify(classifier, batch)
             except Exception:
                 log.exception("inference failed for a batch of %d; retrying one by one", len(batch))
-                predictions = []
+                one_by_one: list[Prediction | None] = []
                 for request in batch:
                     try:
-                        predictions.append(self._classify(classifier, [request])[0])
+                        one_by_one.append(self._classify(classifier, [request])[0])
                     except Exception as exc:
-                        predictions.append(None)
+                        one_by_one.append(None)
                         self._dead_letter(Rejection(
                             request.record, codec.INFERENCE, f"{type(exc).__name__}: {exc}"
                         ))
+                predictions = one_by_one
             for request, prediction in zip(batch, predictions, strict=True):
                 if prediction is not None:
                     self._publish(request, prediction)
@@ -456,7 +473,7 @@ class Worker:
             gone = {(tp.topic, tp.partition) for tp in tps if tp not in current}
             if not gone:
                 continue
-            self._batcher.discard(lambda r, gone=gone: (r.record.topic, r.record.partition) in gone)
+            self._batcher.discard(partial(_in_partitions, gone))
             if kind == "revoked":
                 self._commit(force=True, only=gone)
             self._tracker.forget(gone)
