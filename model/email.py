@@ -48,7 +48,8 @@ _KNOWN_HEADERS = (
     b"content-type",
     b"x-",
 )
-_HEADER_LINE = re.compile(rb"^([!-9;-~]{1,76}):[ \t]?")
+# Real header names are letters, digits and hyphens (RFC 5322 allows more; nobody uses it).
+_HEADER_LINE = re.compile(rb"^([A-Za-z0-9][A-Za-z0-9_-]{0,75}):")
 
 
 class EmailError(ValueError):

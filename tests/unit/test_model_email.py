@@ -212,6 +212,7 @@ def test_looks_like_email_true(data: bytes) -> None:
         b"",
         b"hello world",
         b'{"id": 1, "text": "Subject: no"}',
+        b'{"id": "1", "text": "a"}\n{"id": "2", "text": "b"}\n',
         b"WINNER!! claim your prize: call now",
         b"Note: this is just text\nwith a colon line",
         b"\x00\x01\x02binary",

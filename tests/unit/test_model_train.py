@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 from pathlib import Path
@@ -108,6 +109,15 @@ def test_binary_model_gets_threshold_and_eval_cli(
         assert key in result
         assert key in result["by_source"]["t"]
     assert result["n"] == 12 and result["f1"] == 1.0
+
+    if importlib.util.find_spec("matplotlib") is not None:
+        report = tmp_path / "report"
+        args = ["eval", "--model", str(tmp_path / "art"), "--data", str(data), "--report"]
+        assert cli_main([*args, str(report)]) == 0
+        capsys.readouterr()
+        for name in ("report.md", "confusion.png", "roc.png", "pr.png", "scores.png"):
+            assert (report / name).stat().st_size > 0
+        assert "calibration.png" in (report / "report.md").read_text()
 
     src = tmp_path / "in.jsonl"
     src.write_text('{"id": "a", "text": "free cash prize"}\n{"id": "b", "text": "lunch meeting"}\n')
