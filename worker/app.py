@@ -272,9 +272,8 @@ class Worker:
         except KafkaError as exc:
             log.warning("poll failed: %s", exc)
             polled = {}
-        for records in polled.values():
-            for record in records:
-                self._accept(source_record(record))
+        for tp, records in polled.items():
+            self._accept(tp.topic, tp.partition, records)
         batch = self._batcher.due(time.monotonic())
         if batch:
             self._submit(batch)
@@ -284,20 +283,25 @@ class Worker:
         self._refresh_lag()
         self.health.last_loop_at = time.monotonic()
 
-    def _accept(self, record: SourceRecord) -> None:
-        partition = (record.topic, record.partition)
-        if record.offset <= self._last_tracked.get(partition, -1):
-            return  # re-fetched after a re-assignment: already being handled
-        self._last_tracked[partition] = record.offset
-        self._tracker.track(partition, record.offset)
-        self.metrics.consumed.labels(record.topic).inc()
-        decoded = codec.decode(record, self._input)
-        if isinstance(decoded, Rejection):
-            self._dead_letter(decoded)
+    def _accept(self, topic: str, partition: int, records: list[Any]) -> None:
+        """Track, decode and batch the records polled from one partition (in offset order)."""
+        last = self._last_tracked.get((topic, partition), -1)
+        # Records re-fetched after a re-assignment are already being handled.
+        fresh = [r for r in records if r.offset > last]
+        if not fresh:
             return
-        batch = self._batcher.add(decoded, time.monotonic())
-        if batch:
-            self._submit(batch)
+        self._last_tracked[(topic, partition)] = fresh[-1].offset
+        self._tracker.track_many((topic, partition), [r.offset for r in fresh])
+        self.metrics.consumed.labels(topic).inc(len(fresh))
+        now = time.monotonic()
+        for raw in fresh:
+            decoded = codec.decode(source_record(raw), self._input)
+            if isinstance(decoded, Rejection):
+                self._dead_letter(decoded)
+                continue
+            batch = self._batcher.add(decoded, now)
+            if batch:
+                self._submit(batch)
 
     def _submit(self, batch: list[Request]) -> None:
         self._batches.put(batch)

@@ -86,7 +86,9 @@ def producer_settings(config: KafkaConfig) -> dict[str, Any]:
     settings = client_settings(config)
     settings.update(
         acks="all",
-        linger_ms=5,  # small batches of results cost little latency and save many requests
+        # Results are small: a few ms of linger and large batches save requests and wake-ups.
+        linger_ms=10,
+        batch_size=256 * 1024,
         max_block_ms=10_000,  # a missing topic must not block the inference thread for a minute
         bootstrap_timeout_ms=_BOOTSTRAP_TIMEOUT_MS,
     )

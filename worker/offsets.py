@@ -31,16 +31,25 @@ class OffsetTracker:
 
     def track(self, partition: Partition, offset: int) -> None:
         """Register a polled record (offsets of one partition arrive in increasing order)."""
+        self.track_many(partition, [offset])
+
+    def track_many(self, partition: Partition, offsets: list[int]) -> None:
+        """Register polled records of one partition, in increasing offset order."""
+        if not offsets:
+            return
         with self._lock:
             state = self._partitions.get(partition)
             if state is None:
-                state = self._partitions[partition] = _PartitionState(first=offset)
-            if state.pending and offset <= state.pending[-1]:
-                raise ValueError(f"offset {offset} of {partition} tracked out of order")
+                state = self._partitions[partition] = _PartitionState(first=offsets[0])
+            previous = state.pending[-1] if state.pending else None
+            for offset in offsets:
+                if previous is not None and offset <= previous:
+                    raise ValueError(f"offset {offset} of {partition} tracked out of order")
+                previous = offset
             if not state.pending:
-                state.next_offset = offset
-            state.pending.append(offset)
-            self._in_flight += 1
+                state.next_offset = offsets[0]
+            state.pending.extend(offsets)
+            self._in_flight += len(offsets)
 
     def ack(self, partition: Partition, offset: int) -> None:
         """Mark a record done: its result or dead letter is acknowledged by the broker."""
