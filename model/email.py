@@ -246,7 +246,7 @@ def _leaf_text(part: Message, ctype: str) -> str:
     except Exception:  # noqa: BLE001
         charset = None
     if ctype == "text/html":
-        return html_to_text(_decode_bytes(data[: MAX_HTML_CHARS * 2], charset)[:MAX_HTML_CHARS])
+        return html_to_text(_decode_bytes(data, charset)[:MAX_HTML_CHARS])
     return _decode_bytes(data, charset)[:MAX_PART_CHARS]
 
 
@@ -269,8 +269,17 @@ def _decode_bytes(data: bytes, charset: str | None) -> str:
     for candidate in (charset, "utf-8"):
         if not candidate:
             continue
+        codec = candidate.strip().strip('"').lower()
         try:
-            return data.decode(candidate.strip().strip('"').lower())
+            return data.decode(codec)
+        except UnicodeDecodeError as exc:
+            if exc.reason == "unexpected end of data" and exc.end == len(data):
+                # Cut mid-character by a size cap: keep everything before the cut.
+                try:
+                    return data[: exc.start].decode(codec)
+                except Exception:  # noqa: BLE001
+                    continue
+            continue
         except (LookupError, UnicodeError, ValueError, TypeError):
             continue
         except Exception:  # noqa: BLE001 - exotic codecs may raise anything

@@ -99,6 +99,13 @@ def test_lying_charset_falls_back() -> None:
     assert "price € 5 café" in email_to_text(raw)
 
 
+def test_utf8_cut_mid_character_keeps_charset() -> None:
+    raw = HEAD + b"\r\n" + "Grüße ".encode() * 10
+    text = email_to_text(raw, max_bytes=len(HEAD) + 2 + 2)  # cuts inside "ü"
+    assert "Ã" not in text  # not decoded as cp1252 mojibake
+    assert "Grüße" in email_to_text(raw, max_bytes=len(HEAD) + 2 + 9)
+
+
 def test_attachments_become_name_and_type() -> None:
     payload = base64.b64encode(b"%PDF-1.4 binary")
     raw = HEAD + (
