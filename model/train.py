@@ -24,12 +24,13 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
+from model import email
 from model.artifact import save_artifact, sha256_file
 from model.data import Example, example_text, iter_examples
 from model.lstm import LSTMClassifier, LSTMConfig
 from model.metrics import binary_metrics, choose_threshold, fit_temperature, multiclass_metrics
 from model.predictor import pad_batch
-from model.tokenizer import PAD_ID, Vocab, tokenize
+from model.tokenizer import PAD_ID, TOKENIZER_VERSION, Vocab, tokenize
 
 __all__ = ["TrainOptions", "train", "load_splits", "corpus_of"]
 
@@ -363,6 +364,8 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
         "temperature": temperature,
         "max_tokens": opts.max_tokens,
         "head_fraction": opts.head_fraction,
+        # How texts were made: a model only fits texts made the same way.
+        "text": {"tokenizer_version": TOKENIZER_VERSION, "email_sender_line": email.SENDER_LINE},
         "code_version": code_version(),
         "metrics": {"val": val_metrics},
         "training": {
