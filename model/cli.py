@@ -179,7 +179,7 @@ def _read_input(path: str) -> bytes:
 
 def _messages(path: str, data: bytes) -> Iterator[tuple[str, str]]:
     """(id, model text) pairs from JSON lines, one email, or plain text lines."""
-    from model.data import Example, example_text, iter_examples
+    from model.data import Example, example_text, is_mbox, iter_examples
     from model.email import email_to_text, looks_like_email
 
     name = "stdin" if path == "-" else Path(path).name
@@ -187,7 +187,7 @@ def _messages(path: str, data: bytes) -> Iterator[tuple[str, str]]:
         for ex in iter_examples(path):
             yield ex.id, example_text(ex)
         return
-    if path.endswith(".gz"):
+    if path.endswith(".gz") or (path != "-" and data.startswith(b"From ") and is_mbox(Path(path))):
         for ex in iter_examples(path):
             yield ex.id, example_text(ex)
         return

@@ -66,7 +66,7 @@ def _iter_file(path: Path, root: Path) -> Iterator[Example]:
         return
     with open(path, "rb") as fh:
         head = fh.read(4096)
-    if head.startswith(b"From ") and _is_mbox(path):
+    if head.startswith(b"From ") and is_mbox(path):
         yield from _iter_mbox(path, root)
     elif path.suffix.lower() == ".eml" or looks_like_email(head):
         yield _eml_example(path, root)
@@ -76,7 +76,7 @@ def _iter_file(path: Path, root: Path) -> Iterator[Example]:
         raise DataError(f"{path}: not JSON lines, an email, an mbox or a maildir")
 
 
-def _is_mbox(path: Path) -> bool:
+def is_mbox(path: Path) -> bool:
     """An mbox holds ``From ``-separated messages; a lone .eml may start with such a line too."""
     if path.suffix.lower() == ".eml":
         return False
@@ -164,7 +164,7 @@ def _iter_dir(root: Path) -> Iterator[Example]:
                 continue
             with open(path, "rb") as fh:
                 head = fh.read(4096)
-            if head.startswith(b"From ") and _is_mbox(path):
+            if head.startswith(b"From ") and is_mbox(path):
                 yield from _iter_mbox(path, root)
             elif path.suffix.lower() == ".eml" or looks_like_email(head):
                 yield _eml_example(path, root)

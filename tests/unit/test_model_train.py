@@ -127,6 +127,25 @@ def test_binary_model_gets_threshold_and_eval_cli(
     assert set(out[0]["scores"]) == {"ham", "spam"}
 
 
+def test_predict_reads_mbox_and_plain_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _write_data(tmp_path / "topics.jsonl")
+    train(_options(data, tmp_path / "art", epochs=1))
+    box = tmp_path / "box"
+    box.write_bytes(
+        b"From a@b Mon Jan  1 00:00:00 2024\nSubject: one\n\ngoal\n"
+        b"From a@b Mon Jan  1 00:00:00 2024\nSubject: two\n\noven\n"
+    )
+    assert cli_main(["predict", "--model", str(tmp_path / "art"), str(box)]) == 0
+    assert [json.loads(x)["id"] for x in capsys.readouterr().out.splitlines()] == ["box:0", "box:1"]
+    text = tmp_path / "lines.txt"
+    text.write_text("goal team\n\npython cache\n")
+    assert cli_main(["predict", "--model", str(tmp_path / "art"), str(text)]) == 0
+    ids = [json.loads(x)["id"] for x in capsys.readouterr().out.splitlines()]
+    assert ids == ["lines.txt:1", "lines.txt:3"]
+
+
 def test_cli_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = str(tmp_path / "missing.jsonl")
     assert cli_main(["train", "--data", missing, "--out", str(tmp_path / "o")]) == 2
