@@ -29,6 +29,7 @@ from worker import codec
 from worker.batcher import Batcher
 from worker.codec import InputSettings, Rejection, Request, SourceRecord
 from worker.config import Config
+from worker.errors import ConfigError
 from worker.kafka import (
     consumer_settings,
     make_consumer,
@@ -242,10 +243,17 @@ class Worker:
 
             if self.config.model.threads > 0:
                 torch.set_num_threads(self.config.model.threads)
+            from model.artifact import ArtifactError
+
             m = self.config.model
-            c: Classifier = Predictor.load(
-                m.path, device=m.device, max_tokens=m.max_tokens, threshold=m.threshold
-            )
+            try:
+                c: Classifier = Predictor.load(
+                    m.path, device=m.device, max_tokens=m.max_tokens, threshold=m.threshold
+                )
+            except ArtifactError as exc:
+                raise ConfigError(f"model.path: {exc}") from exc
+            except ValueError as exc:  # e.g. cuda requested on a machine without it
+                raise ConfigError(f"model: {exc}") from exc
             self._classifier = c
         else:
             c = self._classifier

@@ -1,0 +1,33 @@
+"""The CUDA code path: skipped where no GPU is present."""
+
+import pytest
+import torch
+
+from model.predictor import Predictor
+
+pytestmark = pytest.mark.gpu
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+TEXTS = ["Lunch at noon?", "WIN a FREE prize now, txt CLAIM to 80082", "see attached report " * 50]
+
+
+@needs_cuda
+def test_cuda_scores_match_cpu():
+    cpu = Predictor.load("bundled", device="cpu").predict(TEXTS)
+    gpu = Predictor.load("bundled", device="cuda")
+    assert gpu.device.type == "cuda"
+    for a, b in zip(cpu, gpu.predict(TEXTS), strict=True):
+        assert a.label == b.label
+        assert a.score == pytest.approx(b.score, abs=1e-3)
+
+
+@needs_cuda
+def test_auto_picks_cuda():
+    assert Predictor.load("bundled", device="auto").device.type == "cuda"
+
+
+def test_auto_falls_back_to_cpu_without_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert Predictor.load("bundled", device="auto").device.type == "cpu"
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        Predictor.load("bundled", device="cuda")
