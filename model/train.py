@@ -326,7 +326,8 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
         if opts.max_minutes is not None:
             # Stop unless one more epoch (as long as the slowest so far) fits the budget.
             epoch_times.append(time.monotonic() - epoch_start)
-            if time.monotonic() - started + max(epoch_times) > opts.max_minutes * 60:
+            over = time.monotonic() - started + max(epoch_times) > opts.max_minutes * 60
+            if over and epoch < opts.epochs:
                 say("stopping: another epoch would exceed the time budget")
                 break
     assert best_state is not None
