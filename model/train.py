@@ -118,7 +118,18 @@ def code_version() -> str:
             timeout=5,
             check=True,
         ).stdout.strip()
-        return f"{ver}+g{commit}" if commit else ver
+        if not commit:
+            return ver
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "."],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        # Uncommitted changes to model/ make the commit alone an incomplete description.
+        return f"{ver}+g{commit}" + (".dirty" if dirty else "")
     except Exception:  # noqa: BLE001 - no git: the version alone
         return ver
 
