@@ -61,7 +61,7 @@ class ModelConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     max_tokens: int | None = None  # None: the artifact's own
     threshold: float | None = None  # None: the artifact's own (chosen on validation)
-    threads: int = 0  # torch intra-op threads; 0: one per available core
+    threads: int = 0  # torch intra-op threads; 0: one less than the available cores (at least 1)
 
 
 @dataclass(frozen=True)
