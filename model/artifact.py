@@ -33,6 +33,7 @@ __all__ = [
     "resolve_path",
     "save_artifact",
     "load_artifact",
+    "update_config",
 ]
 
 FORMAT_VERSION = 1
@@ -151,3 +152,20 @@ def load_artifact(
     if not isinstance(labels, list) or len(labels) != model_config.num_labels:
         raise ArtifactError(f"{root}: labels do not match the model's output size")
     return Artifact(config, model_config, vocab, state_dict, root)
+
+
+def update_config(path: str | Path, changes: dict[str, Any]) -> dict[str, Any]:
+    """Merge *changes* into a verified artifact's config.json and rewrite its manifest.
+
+    For decision settings chosen after training (thresholds); the weights and vocabulary are
+    untouched. Returns the new config.
+    """
+    root = resolve_path(path)
+    verify(root)
+    config = json.loads((root / CONFIG).read_text(encoding="utf-8"))
+    config.update(changes)
+    (root / MANIFEST).unlink()
+    _write_atomic(root / CONFIG, json.dumps(config, indent=2, sort_keys=True).encode("utf-8"))
+    manifest = {"format": FORMAT_VERSION, "sha256": {f: sha256_file(root / f) for f in FILES}}
+    _write_atomic(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
+    return config

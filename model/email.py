@@ -2,11 +2,12 @@
 
 Standard library only: the worker's codec imports this module without torch.
 
-The text is the decoded subject on a first line ``Subject: ...``, then the body: text/plain where
-a multipart/alternative offers it, else HTML reduced to its visible text (plus link targets, which
-the tokenizer turns into URL tokens). Attachments become ``[attachment name type]`` lines; their
-payloads are never decoded. Parsing uses the ``compat32`` policy, which does not interpret header
-values, so malformed headers cannot raise; we decode encoded words ourselves.
+The text is the decoded subject on a first line ``Subject: ...`` (``Subject:`` when there is
+none), then the body: text/plain where a multipart/alternative offers it, else HTML reduced to
+its visible text (plus link targets, which the tokenizer turns into URL tokens). Attachments
+become ``[attachment name type]`` lines; their payloads are never decoded. Parsing uses the
+``compat32`` policy, which does not interpret header values, so malformed headers cannot raise;
+we decode encoded words ourselves.
 
 Every step is bounded (input bytes, nesting depth, number of parts, decoded text per part and in
 total) so hostile input costs bounded time and memory.
@@ -34,6 +35,10 @@ MAX_HEADER_CHARS = 2_000
 # The text carries a "From: <display name> <domain>" line after the subject: on validation it
 # raised a bag-of-words ranking of SpamAssassin mail (AUC 0.9747 → 0.9785) and left SMS alone.
 SENDER_LINE = True
+# The subject line is written even when the message has no subject ("Subject:"), so every email
+# text starts with it: the predictor tells email from plain text by that first token (per-kind
+# thresholds), also for mail whose headers were stripped.
+SUBJECT_LINE_ALWAYS = True
 
 _KNOWN_HEADERS = (
     b"received",
@@ -105,8 +110,8 @@ def email_to_text(
         return _flat_fallback(raw)
     lines: list[str] = []
     subject = _header(msg, "subject")
-    if subject:
-        lines.append(f"Subject: {subject}")
+    if subject or SUBJECT_LINE_ALWAYS:
+        lines.append(f"Subject: {subject}".rstrip())
     if SENDER_LINE:
         sender = _sender(msg)
         if sender:
@@ -125,7 +130,8 @@ def _flat_fallback(raw: bytes) -> str:
     subject = _header(msg, "subject")
     text = _decode_bytes(body[:MAX_PART_CHARS], None)
     lines = [ln for ln in text.splitlines() if ln.strip() and not _MIME_LINE.match(ln.strip())]
-    return "\n".join(([f"Subject: {subject}"] if subject else []) + lines)
+    first = [f"Subject: {subject}".rstrip()] if subject or SUBJECT_LINE_ALWAYS else []
+    return "\n".join(first + lines)
 
 
 # --- headers -------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ class Scored:
     probs: tuple[float, ...]
     predicted: str
     text: str
+    threshold: float | None = None  # the threshold applied (the kind's, when the model has them)
+    kind: str = "text"
 
 
 def corpus_of(source: str) -> str:
@@ -59,9 +61,21 @@ def score_examples(
             probs[i] = row
     labels = predictor.labels
     out = []
-    for ex, text, row in zip(examples, texts, probs, strict=True):
-        k = decide(row, labels, predictor.positive_label, predictor.threshold)
-        out.append(Scored(ex.id, ex.source, str(ex.label), tuple(row), labels[k], text[:2000]))
+    for ex, text, seq, row in zip(examples, texts, ids, probs, strict=True):
+        cut = predictor.threshold_for(seq)
+        k = decide(row, labels, predictor.positive_label, cut)
+        out.append(
+            Scored(
+                ex.id,
+                ex.source,
+                str(ex.label),
+                tuple(row),
+                labels[k],
+                text[:2000],
+                cut,
+                predictor.kind_of(seq),
+            )
+        )
     return out
 
 
@@ -70,8 +84,11 @@ def _metrics(
 ) -> dict[str, Any]:
     if positive is not None:
         pos = labels.index(positive)
+        cuts = None
+        if len(labels) == 2:
+            cuts = [threshold if r.threshold is None else r.threshold for r in rows]
         return binary_metrics(
-            [r.label == positive for r in rows], [r.probs[pos] for r in rows], threshold
+            [r.label == positive for r in rows], [r.probs[pos] for r in rows], threshold, cuts
         )
     index = {name: k for k, name in enumerate(labels)}
     y = [index.get(r.label, -1) for r in rows]
@@ -100,6 +117,7 @@ def evaluate(
         "model": f"{predictor.name}@{predictor.version}",
         "positive_label": positive,
         **_metrics(rows, labels, positive, threshold),
+        "thresholds": dict(predictor.thresholds) if predictor.thresholds else None,
         "by_source": {},
         "by_subsource": {},
     }

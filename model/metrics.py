@@ -10,7 +10,14 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["roc_auc", "binary_metrics", "choose_threshold", "fit_temperature", "multiclass_metrics"]
+__all__ = [
+    "roc_auc",
+    "binary_metrics",
+    "choose_threshold",
+    "choose_thresholds",
+    "fit_temperature",
+    "multiclass_metrics",
+]
 
 
 def _div(a: float, b: float) -> float:
@@ -37,11 +44,21 @@ def roc_auc(y: Sequence[bool], p: Sequence[float]) -> float | None:
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-def binary_metrics(y: Sequence[bool], p: Sequence[float], threshold: float) -> dict[str, Any]:
-    """Accuracy, precision, recall, F1, ROC-AUC, ham_loss, spam_miss and counts at *threshold*."""
+def binary_metrics(
+    y: Sequence[bool],
+    p: Sequence[float],
+    threshold: float,
+    cuts: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """Accuracy, precision, recall, F1, ROC-AUC, ham_loss, spam_miss and counts at *threshold*.
+
+    *cuts*, when given, is each example's own threshold (per-kind thresholds); *threshold* is then
+    only reported.
+    """
     tp = fp = tn = fn = 0
-    for truth, score in zip(y, p, strict=True):
-        pred = score >= threshold
+    per_row = cuts if cuts is not None else [threshold] * len(p)
+    for truth, score, cut in zip(y, p, per_row, strict=True):
+        pred = score >= cut
         if pred and truth:
             tp += 1
         elif pred:
@@ -132,6 +149,27 @@ def choose_threshold(
     if not below:
         return best[1]
     return _sigmoid((_logit(best[1]) + _logit(max(below))) / 2)
+
+
+def choose_thresholds(
+    y: Sequence[bool],
+    p: Sequence[float],
+    kinds: Sequence[str],
+    groups: Sequence[str] | None = None,
+    max_ham_loss: float = 0.005,
+) -> dict[str, float]:
+    """One ``choose_threshold`` per kind (``email``/``text``), each on that kind's examples.
+
+    Within a kind the ham-loss target holds in every group (corpus) present.
+    """
+    groups = list(groups) if groups is not None else ["all"] * len(y)
+    out = {}
+    for kind in sorted(set(kinds)):
+        idx = [i for i, k in enumerate(kinds) if k == kind]
+        out[kind] = choose_threshold(
+            [y[i] for i in idx], [p[i] for i in idx], [groups[i] for i in idx], max_ham_loss
+        )
+    return out
 
 
 def _logit(q: float) -> float:

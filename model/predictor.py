@@ -10,9 +10,21 @@ import torch
 
 from model.artifact import load_artifact
 from model.lstm import LSTMClassifier
-from model.tokenizer import PAD_ID, Vocab, tokenize
+from model.tokenizer import PAD_ID, UNK_ID, Vocab, tokenize
 
-__all__ = ["Prediction", "Predictor", "pad_batch", "resolve_device", "decide"]
+__all__ = ["Prediction", "Predictor", "pad_batch", "resolve_device", "decide", "KINDS", "kind_of"]
+
+# Kinds of text with a decision threshold each. The email reader (model.email) lays a message
+# out as "Subject: ..." / "From: ..." lines before the body, so a token sequence that starts with
+# one of these words is read as an email; anything else is plain text (SMS, chat). Decided on the
+# token ids alone, so the worker's tokenize → predict_ids path needs nothing more.
+KINDS = ("email", "text")
+EMAIL_FIRST_TOKENS = ("subject", "from")
+
+
+def kind_of(ids: Sequence[int], email_first_ids: frozenset[int]) -> str:
+    """``email`` when the first token starts the email reader's layout, else ``text``."""
+    return "email" if len(ids) and ids[0] in email_first_ids else "text"
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,7 @@ class Predictor:
         positive_label: str | None = None,
         temperature: float = 1.0,
         head_fraction: float = 0.75,
+        thresholds: dict[str, float] | None = None,
     ) -> None:
         self.device = device or torch.device("cpu")
         self.model = model.to(self.device).eval()
@@ -105,6 +118,11 @@ class Predictor:
         self.positive_label = positive_label
         self.temperature = float(temperature)
         self.head_fraction = head_fraction
+        # Per-kind thresholds (chosen on validation) take precedence over ``threshold``.
+        self.thresholds = {k: float(v) for k, v in thresholds.items()} if thresholds else None
+        if self.thresholds and set(self.thresholds) != set(KINDS):
+            raise ValueError(f"thresholds must give exactly {list(KINDS)}")
+        self._email_first = frozenset(i for i in vocab.encode(EMAIL_FIRST_TOKENS) if i != UNK_ID)
 
     @classmethod
     def load(
@@ -136,11 +154,23 @@ class Predictor:
             positive_label=cfg.get("positive_label"),
             temperature=float(cfg.get("temperature", 1.0)),
             head_fraction=float(cfg.get("head_fraction", 0.75)),
+            # An explicit threshold overrides the artifact's per-kind ones as well.
+            thresholds=None if threshold is not None else cfg.get("thresholds"),
         )
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids of *text*: its head and tail within ``max_tokens``."""
         return self.vocab.encode(tokenize(text, self.max_tokens, self.head_fraction))
+
+    def kind_of(self, ids: Sequence[int]) -> str:
+        """``email`` or ``text``, from the token ids (see ``KINDS``)."""
+        return kind_of(ids, self._email_first)
+
+    def threshold_for(self, ids: Sequence[int]) -> float | None:
+        """The decision threshold for one tokenized text: its kind's, else the shared one."""
+        if self.thresholds:
+            return self.thresholds[self.kind_of(ids)]
+        return self.threshold
 
     def probabilities(self, seqs: Sequence[Sequence[int]]) -> torch.Tensor:
         """Calibrated label probabilities (B, L) on the CPU, in input order."""
@@ -154,8 +184,8 @@ class Predictor:
     def predict_ids(self, seqs: Sequence[Sequence[int]]) -> list[Prediction]:
         """Classify already-tokenized texts; results in input order."""
         out = []
-        for row in self.probabilities(seqs).tolist():
-            i = decide(row, self.labels, self.positive_label, self.threshold)
+        for seq, row in zip(seqs, self.probabilities(seqs).tolist(), strict=True):
+            i = decide(row, self.labels, self.positive_label, self.threshold_for(seq))
             out.append(Prediction(self.labels[i], row[i], dict(zip(self.labels, row, strict=True))))
         return out
 

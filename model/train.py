@@ -28,9 +28,15 @@ from model import email
 from model.artifact import save_artifact, sha256_file
 from model.data import Example, example_text, iter_examples
 from model.lstm import LSTMClassifier, LSTMConfig
-from model.metrics import binary_metrics, choose_threshold, fit_temperature, multiclass_metrics
-from model.predictor import pad_batch
-from model.tokenizer import PAD_ID, TOKENIZER_VERSION, Vocab, tokenize
+from model.metrics import (
+    binary_metrics,
+    choose_threshold,
+    choose_thresholds,
+    fit_temperature,
+    multiclass_metrics,
+)
+from model.predictor import EMAIL_FIRST_TOKENS, KINDS, kind_of, pad_batch
+from model.tokenizer import PAD_ID, TOKENIZER_VERSION, UNK_ID, Vocab, tokenize
 
 __all__ = ["TrainOptions", "train", "load_splits", "corpus_of"]
 
@@ -62,6 +68,8 @@ class TrainOptions:
     # threshold needs; calibration is fitted afterwards), "loss" = validation cross-entropy.
     select: str = "auc"
     max_ham_loss: float = 0.005  # target false-positive rate for the threshold, per source
+    # One threshold per kind of text (email / plain text), each chosen on its validation examples.
+    per_kind_thresholds: bool = True
     positive_label: str | None = "spam"  # ignored when absent from the data
     name: str = "streamclf-spam"
     version: str = "1"
@@ -194,6 +202,7 @@ def evaluate_logits(
     threshold: float | None,
     groups: Sequence[str],
     temperature: float = 1.0,
+    cuts: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Loss, accuracy and, for a binary model, the positive-label metrics overall and by group."""
     target = torch.tensor(list(y), dtype=torch.long)
@@ -206,11 +215,35 @@ def evaluate_logits(
     p = probs[:, pos].tolist()
     truth = [k == pos for k in y]
     cut = 0.5 if threshold is None else threshold
-    result = {"loss": loss, **binary_metrics(truth, p, cut), "by_source": {}}
+    result = {"loss": loss, **binary_metrics(truth, p, cut, cuts), "by_source": {}}
     for g in sorted(set(groups)):
         idx = [i for i, gg in enumerate(groups) if gg == g]
-        result["by_source"][g] = binary_metrics([truth[i] for i in idx], [p[i] for i in idx], cut)
+        result["by_source"][g] = binary_metrics(
+            [truth[i] for i in idx],
+            [p[i] for i in idx],
+            cut,
+            None if cuts is None else [cuts[i] for i in idx],
+        )
     return result
+
+
+def kind_thresholds(
+    vocab: Vocab,
+    val_ids: Sequence[Sequence[int]],
+    truth: Sequence[bool],
+    p_val: Sequence[float],
+    val_groups: Sequence[str],
+    max_ham_loss: float,
+    shared: float,
+) -> tuple[dict[str, float], list[float]]:
+    """Per-kind thresholds (``email``/``text``, kind read from the ids as the predictor does)
+    chosen on validation, and each validation example's cut. A kind absent from validation
+    gets the shared threshold."""
+    first = frozenset(i for i in vocab.encode(EMAIL_FIRST_TOKENS) if i != UNK_ID)
+    kinds = [kind_of(ids, first) for ids in val_ids]
+    chosen = choose_thresholds(truth, p_val, kinds, val_groups, max_ham_loss)
+    thresholds = {k: chosen.get(k, shared) for k in KINDS}
+    return thresholds, [thresholds[k] for k in kinds]
 
 
 def _selection_score(val: dict[str, Any], select: str) -> float:
@@ -350,16 +383,23 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
     val_logits = _logits(model, val_ids)
     temperature = fit_temperature(val_logits.tolist(), y_val)
     threshold = None
+    thresholds = None
+    cuts = None
     if positive:
         pos = labels.index(positive)
         p_val = torch.softmax(val_logits / temperature, dim=-1)[:, pos].tolist()
         truth = [k == pos for k in y_val]
         threshold = choose_threshold(truth, p_val, val_groups, opts.max_ham_loss)
+        if opts.per_kind_thresholds:
+            thresholds, cuts = kind_thresholds(
+                vocab, val_ids, truth, p_val, val_groups, opts.max_ham_loss, threshold
+            )
     val_metrics = evaluate_logits(
-        val_logits, y_val, labels, positive, threshold, val_groups, temperature
+        val_logits, y_val, labels, positive, threshold, val_groups, temperature, cuts
     )
     say(
         f"best epoch {best_epoch}; temperature {temperature:.3f}; threshold {threshold}; "
+        f"per kind {thresholds}; "
         + (
             f"val f1 {val_metrics['f1']:.4f} ham_loss {val_metrics['ham_loss']:.4f}"
             if positive
@@ -373,11 +413,16 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
         "labels": labels,
         "positive_label": positive,
         "threshold": threshold,
+        "thresholds": thresholds,
         "temperature": temperature,
         "max_tokens": opts.max_tokens,
         "head_fraction": opts.head_fraction,
         # How texts were made: a model only fits texts made the same way.
-        "text": {"tokenizer_version": TOKENIZER_VERSION, "email_sender_line": email.SENDER_LINE},
+        "text": {
+            "tokenizer_version": TOKENIZER_VERSION,
+            "email_sender_line": email.SENDER_LINE,
+            "email_subject_line_always": email.SUBJECT_LINE_ALWAYS,
+        },
         "code_version": code_version(),
         "metrics": {"val": val_metrics},
         "training": {

@@ -174,3 +174,56 @@ def test_tampered_config_is_rejected(tmp_path: Path) -> None:
     (path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ArtifactError):
         load_artifact(path)
+
+
+def _kinds_predictor(thresholds: dict[str, float] | None, threshold: float = 0.5) -> Predictor:
+    model, _ = _tiny()
+    vocab = Vocab(["<pad>", "<unk>", *WORDS, "subject", "from"])
+    cfg = LSTMConfig(vocab_size=len(vocab), num_labels=2, embed_dim=8, hidden_dim=6)
+    torch.manual_seed(0)
+    model = LSTMClassifier(cfg).eval()
+    return Predictor(
+        model,
+        vocab,
+        ["ham", "spam"],
+        positive_label="spam",
+        threshold=threshold,
+        thresholds=thresholds,
+    )
+
+
+def test_kind_is_read_from_the_token_ids() -> None:
+    p = _kinds_predictor(None)
+    assert p.kind_of(p.tokenize("Subject: free prize\nFrom: Bob example.com\ncall now")) == "email"
+    assert p.kind_of(p.tokenize("From: Bob example.com\nlunch")) == "email"
+    assert p.kind_of(p.tokenize("free prize call now")) == "text"
+    assert p.kind_of([]) == "text"
+    assert p.threshold_for(p.tokenize("Subject: x")) == 0.5  # no per-kind thresholds: shared
+
+
+def test_per_kind_thresholds_decide_each_kind() -> None:
+    email_text, sms = "Subject: lunch\nmeeting tomorrow", "lunch meeting tomorrow"
+    # Everything is spam for email (threshold 0) and ham for text (threshold 1).
+    p = _kinds_predictor({"email": 0.0, "text": 1.0})
+    ids = [p.tokenize(email_text), p.tokenize(sms)]
+    assert [x.label for x in p.predict_ids(ids)] == ["spam", "ham"]
+    assert [x.label for x in p.predict([email_text, sms])] == ["spam", "ham"]
+    assert p.threshold_for(ids[0]) == 0.0 and p.threshold_for(ids[1]) == 1.0
+    with pytest.raises(ValueError):
+        _kinds_predictor({"email": 0.5})
+
+
+def test_artifact_thresholds_load_and_an_explicit_threshold_overrides_them(
+    tmp_path: Path,
+) -> None:
+    from model.artifact import update_config
+
+    path = _save(tmp_path)
+    update_config(path, {"thresholds": {"email": 0.0, "text": 1.0}})
+    load_artifact(path)  # the manifest was rewritten: still verifies
+    p = Predictor.load(path, device="cpu")
+    assert p.thresholds == {"email": 0.0, "text": 1.0}
+    assert [x.label for x in p.predict(["free prize", "lunch"])] == ["ham", "ham"]  # text: 1.0
+    q = Predictor.load(path, device="cpu", threshold=0.0)
+    assert q.thresholds is None
+    assert {x.label for x in q.predict(["free prize", "lunch"])} == {"spam"}

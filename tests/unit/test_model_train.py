@@ -101,6 +101,13 @@ def test_binary_model_gets_threshold_and_eval_cli(
     meta = train(_options(data, tmp_path / "art"))
     assert meta["positive_label"] == "spam" and 0 < meta["threshold"] <= 1
     assert meta["metrics"]["val"]["roc_auc"] == 1.0
+    # One threshold per kind of text; no email in this data, so email keeps the shared one.
+    assert set(meta["thresholds"]) == {"email", "text"}
+    assert meta["thresholds"]["email"] == meta["threshold"]
+    from model.thresholds import main as thresholds_main
+
+    assert thresholds_main(["--model", str(tmp_path / "art"), "--data", str(data)]) == 0
+    capsys.readouterr()
 
     code = cli_main(["eval", "--model", str(tmp_path / "art"), "--data", str(data), "--json"])
     assert code == 0
@@ -164,3 +171,16 @@ def test_training_needs_two_labels(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 2 labels"):
         train(_options(data, tmp_path / "o"))
     assert cli_main(["train", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_choose_thresholds_per_kind_and_binary_metrics_cuts() -> None:
+    from model.metrics import binary_metrics, choose_thresholds
+
+    y = [True, False, True, False]
+    p = [0.9, 0.8, 0.3, 0.1]
+    kinds = ["email", "email", "text", "text"]
+    t = choose_thresholds(y, p, kinds, max_ham_loss=0.0)
+    assert t["email"] > 0.8 and 0.1 < t["text"] <= 0.3
+    m = binary_metrics(y, p, 0.5, [t[k] for k in kinds])
+    assert (m["tp"], m["fp"], m["fn"]) == (2, 0, 0)
+    assert binary_metrics(y, p, 0.5)["tp"] == 1  # one shared cut misses the text spam
