@@ -482,7 +482,8 @@ def _text_leaves(msg: email.message.Message) -> list[email.message.Message]:
 
 
 def _decoded(part: email.message.Message) -> str:
-    data = part.get_payload(decode=True) or b""
+    payload = part.get_payload(decode=True)
+    data = payload if isinstance(payload, bytes) else b""
     charset = part.get_content_charset() or "latin-1"
     try:
         return data.decode(charset, errors="replace")
@@ -657,8 +658,8 @@ def robustness(
     sms_db = Path(side["_dbs"]["sms"])
     sms_cut = side["bogofilter_val_cuts"]["sms"]
     sms_bogo_base = bogo_score(sms_db, side["_paths"]["sms"]["test"])
-    for name, fn in SMS_VARIANTS.items():
-        raws = [fn(ex.text or "", i) for i, ex in enumerate(sms)]
+    for name, sms_fn in SMS_VARIANTS.items():
+        raws = [sms_fn(ex.text or "", i) for i, ex in enumerate(sms)]
         p, d = model_on(_model_examples(raws, "sms"))
         bp = bogo_score(sms_db, files.write(raws))
         out["sets"][name] = {

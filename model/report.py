@@ -142,7 +142,14 @@ def write_report(out: Path, result: dict[str, Any], rows: Sequence[Scored], pred
     ]
     if positive is not None:
         lines += [
-            f"Positive label `{positive}`, threshold {result['threshold']:.6g}.",
+            f"Positive label `{positive}`, threshold {result['threshold']:.6g}"
+            + (
+                " (per kind: "
+                + ", ".join(f"{k} {v:.6g}" for k, v in result["thresholds"].items())
+                + ")."
+                if result.get("thresholds")
+                else "."
+            ),
             "",
             "| group | n | accuracy | precision | recall | F1 | ROC-AUC | ham loss | spam miss |",
             "|---|---|---|---|---|---|---|---|---|",
