@@ -228,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     from worker.broker import EmbeddedBroker
 
     started = time.monotonic()
+    if args.only and "run" in results:
+        results.setdefault("reruns", []).append(results.pop("run"))
     results["run"] = {
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "streamclf bench " + " ".join(argv if argv is not None else sys.argv[1:]),

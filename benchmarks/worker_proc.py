@@ -95,9 +95,13 @@ def load_model(config: Any) -> Any:
     import torch
 
     from model.predictor import Predictor
+    from worker import app
 
-    if config.model.threads > 0:
-        torch.set_num_threads(config.model.threads)
+    threads = config.model.threads
+    if hasattr(app, "inference_threads"):  # the worker's own rule for model.threads: 0
+        threads = app.inference_threads(threads)
+    if threads > 0:
+        torch.set_num_threads(threads)
     m = config.model
     return Predictor.load(m.path, device=m.device, max_tokens=m.max_tokens, threshold=m.threshold)
 
