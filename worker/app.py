@@ -44,6 +44,7 @@ from worker.offsets import OffsetTracker, Partition
 log = logging.getLogger(__name__)
 
 _POLL_MS = 100  # the longest the loop waits in poll(); bounds reaction time to signals
+_SORT_WINDOW_BATCHES = 8  # batches sorted together by length when a backlog queues them
 
 
 class Prediction(Protocol):
@@ -333,33 +334,69 @@ class Worker:
 
     def _inference_loop(self, classifier: Classifier) -> None:
         while True:
-            batch = self._batches.get()
-            if batch is None:
+            window = self._batches.get()
+            if window is None:
                 return
-            try:
-                predictions: Sequence[Prediction | None] = self._classify(classifier, batch)
-            except Exception:
-                log.exception("inference failed for a batch of %d; retrying one by one", len(batch))
-                one_by_one: list[Prediction | None] = []
-                for request in batch:
-                    try:
-                        one_by_one.append(self._classify(classifier, [request])[0])
-                    except Exception as exc:
-                        one_by_one.append(None)
-                        self._dead_letter(Rejection(
-                            request.record, codec.INFERENCE, f"{type(exc).__name__}: {exc}"
-                        ))
-                predictions = one_by_one
-            for request, prediction in zip(batch, predictions, strict=True):
+            window = list(window)
+            # Under a backlog several batches are waiting: classify them together, sorted by
+            # length, so each model batch pads less. Results still go out in input order.
+            stopping = False
+            for _ in range(_SORT_WINDOW_BATCHES - 1):
+                try:
+                    more = self._batches.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                window.extend(more)
+            predictions = self._classify_window(classifier, window)
+            for request, prediction in zip(window, predictions, strict=True):
                 if prediction is not None:
                     self._publish(request, prediction)
+            if stopping:
+                return
 
-    def _classify(self, classifier: Classifier, batch: list[Request]) -> Sequence[Prediction]:
+    def _classify_window(
+        self, classifier: Classifier, window: list[Request]
+    ) -> list[Prediction | None]:
+        """Predictions in window order; None where the record went to the dead-letter topic."""
+        out: list[Prediction | None] = [None] * len(window)
+        seqs: list[list[int]] = []
+        usable: list[int] = []
+        for i, request in enumerate(window):
+            try:
+                seqs.append(classifier.tokenize(request.text))
+                usable.append(i)
+            except Exception as exc:
+                seqs.append([])
+                self._inference_failed(request, exc)
+        order = sorted(usable, key=lambda i: len(seqs[i]))
+        size = self.config.batching.max_batch_size
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            try:
+                predictions = self._classify(classifier, [seqs[i] for i in chunk])
+                for i, prediction in zip(chunk, predictions, strict=True):
+                    out[i] = prediction
+            except Exception:
+                log.exception("inference failed for a batch of %d; retrying one by one", len(chunk))
+                for i in chunk:
+                    try:
+                        out[i] = self._classify(classifier, [seqs[i]])[0]
+                    except Exception as exc:
+                        self._inference_failed(window[i], exc)
+        return out
+
+    def _inference_failed(self, request: Request, exc: Exception) -> None:
+        detail = f"{type(exc).__name__}: {exc}"
+        self._dead_letter(Rejection(request.record, codec.INFERENCE, detail))
+
+    def _classify(self, classifier: Classifier, seqs: list[list[int]]) -> Sequence[Prediction]:
         started = time.perf_counter()
-        seqs = [classifier.tokenize(request.text) for request in batch]
         predictions = classifier.predict_ids(seqs)
         self.metrics.inference_seconds.observe(time.perf_counter() - started)
-        self.metrics.batch_size.observe(len(batch))
+        self.metrics.batch_size.observe(len(seqs))
         longest = max((len(s) for s in seqs), default=0)
         if longest:
             self.metrics.padding_efficiency.observe(

@@ -64,7 +64,7 @@ class Metrics:
         )
         self.inference_seconds = Histogram(
             "streamclf_inference_duration_seconds",
-            "Time to tokenize, pad and classify one batch.",
+            "Time to pad and classify one batch (tokenizing excluded).",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )

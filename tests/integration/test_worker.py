@@ -250,3 +250,49 @@ def test_restart_after_sigterm_resumes_without_reprocessing(broker, topics):
     assert len(keys) == 100, "the restarted worker reprocessed committed records"
     assert set(keys) == {k for k, _ in first + second}
     reader.close()
+
+
+class PoisonedModel:
+    """The bundled model, except that it fails on any batch holding the word POISON."""
+
+    def __init__(self) -> None:
+        from model.predictor import Predictor
+
+        self.inner = Predictor.load("bundled", device="cpu")
+        self.name, self.version, self.labels = "poisoned", "1", self.inner.labels
+        self.device = self.inner.device
+
+    def tokenize(self, text: str) -> list[int]:
+        return [-1] if "POISON" in text else self.inner.tokenize(text)
+
+    def predict_ids(self, seqs):
+        if any(-1 in s for s in seqs):
+            raise RuntimeError("model blew up")
+        return self.inner.predict_ids(seqs)
+
+
+def test_inference_failures_dead_letter_only_the_culprit(broker, topics):
+    names = topics(partitions=1)
+    records = keyed_messages(100, "p")
+    records[37] = (b"p37", json.dumps({"id": "p37", "text": "POISON pill"}).encode())
+    produce(broker, names["input"], records)
+    out = TopicReader(broker, names["output"], names["dlq"])
+    port = free_port()
+    config = load_config(None, settings(broker, names, port), environ={})
+    worker = Worker(config, classifier=PoisonedModel())
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        got = out.wait_for(100)
+    finally:
+        worker.stop()
+        thread.join(timeout=60)
+    where = {r.key: r.topic for r in got}
+    assert len(got) == 100
+    assert where[b"p37"] == names["dlq"]
+    assert dict(next(r for r in got if r.key == b"p37").headers)["streamclf-error"] == b"inference"
+    assert sum(1 for t in where.values() if t == names["output"]) == 99
+    # Results of the one partition still come out in input order around the failure.
+    offsets = [json.loads(r.value)["source"]["offset"] for r in got if r.topic == names["output"]]
+    assert offsets == sorted(offsets)
+    out.close()
