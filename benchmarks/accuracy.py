@@ -758,12 +758,24 @@ def replace_section(doc: str, heading: str, body: str) -> str:
     return doc.rstrip("\n") + "\n\n" + block
 
 
+def _thr(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v:.4g}" for k, v in value.items())
+    return "–" if value is None else f"{value:.4g}"
+
+
+def _wrap(text: str) -> str:
+    import textwrap
+
+    return textwrap.fill(text, width=98, break_on_hyphens=False, break_long_words=False)
+
+
 def side_text(res: dict[str, Any]) -> str:
     c = res["counts"]
     cuts = res["bogofilter_val_cuts"]
-    return (
+    intro = (
         f"`python benchmarks/accuracy.py` ({res['bogofilter']}, `-C`, bulk mode; model "
-        f"`{res['model']}`, threshold {json.dumps(res['model_threshold'])}). bogofilter is "
+        f"`{res['model']}`, thresholds {_thr(res['model_threshold'])}). bogofilter is "
         f"trained on exactly the `train` splits (SpamAssassin {c['spamassassin']['train']['spam']} "
         f"spam / {c['spamassassin']['train']['ham']} ham, SMS {c['sms']['train']['spam']} / "
         f'{c["sms"]["train"]["ham"]}), per corpus and pooled; its "val-tuned" cut is the best '
@@ -772,20 +784,22 @@ def side_text(res: dict[str, Any]) -> str:
         f"default cut-off is {res['bogofilter_default_cutoff']} (unsure counted as ham). SMS "
         f"reaches bogofilter as a minimal MIME message with the text as body. bogofilter reads "
         f"every header; the model reads only Subject and sender. Test split only; figures in "
-        f"`benchmarks/results/accuracy.json`.\n\n" + side_table(res)
+        f"`benchmarks/results/accuracy.json`."
     )
+    return _wrap(intro) + "\n\n" + side_table(res)
 
 
 def robust_text(res: dict[str, Any]) -> str:
-    return (
+    intro = (
         "`python benchmarks/accuracy.py --robustness`: the bundled model on test mail unlike its "
         "training data, built from the test splits without outside data, at the artifact's own "
-        "threshold. Δp(spam) is the mean change of the spam probability against the unchanged "
+        "thresholds. Δp(spam) is the mean change of the spam probability against the unchanged "
         "message; *decisions flipped* counts messages whose label changed. bogofilter (its "
         "per-corpus database, val-tuned cut) is shown for comparison. The twelve non-English "
         "messages were written by hand for this benchmark (six languages, one spam and one ham "
-        "each); with so few, their F1 is indicative only.\n\n" + robust_table(res)
+        "each); with so few, their F1 is indicative only."
     )
+    return _wrap(intro) + "\n\n" + robust_table(res)
 
 
 def write_doc(doc_path: Path, results: dict[str, Any]) -> None:
