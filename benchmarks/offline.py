@@ -1,8 +1,8 @@
 """In-process model figures, no Kafka: the offline ceiling and the levers of the model path.
 
-The ceiling runs what the worker runs per record (codec.decode, tokenize, predict_ids) in
-arrival order at each batch size and thread count; the levers time predict only, on token ids
-computed once, so that they show the model's share alone.
+The ceiling runs what the worker runs per record (codec.decode, tokenize, predict_ids) at each
+batch size and thread count, in arrival order and sorted by length over 8 batches; the levers
+time predict only, on token ids computed once, so that they show the model's share alone.
 """
 
 from __future__ import annotations
@@ -53,20 +53,31 @@ def requests_of(messages: Sequence[Message]) -> list[Any]:
 PASS_BUDGET_S = 5.0  # a pass stops early past this (two torch threads on a busy machine crawl)
 
 
-def pipeline_pass(predictor: Any, records: Sequence[Any], batch_size: int) -> dict[str, Any]:
-    """decode + tokenize + predict_ids over `records` in arrival order; per-batch times too."""
+WINDOWS = (1, 8)  # batches sorted by length together: 1 = arrival order; 8 = what the worker does
+
+
+def pipeline_pass(predictor: Any, records: Sequence[Any], batch_size: int,
+                  window: int = 1) -> dict[str, Any]:
+    """decode + tokenize + predict_ids over `records`; per-batch predict times too.
+
+    With `window` > 1, that many batches are tokenized, sorted by length together and then
+    classified batch by batch, as the worker does when batches queue up."""
     from worker import codec
 
     settings = codec.InputSettings()
     batch_seconds: list[float] = []
     done = 0
     started = time.perf_counter()
-    for start in range(0, len(records), batch_size):
-        decoded = [codec.decode(r, settings) for r in records[start : start + batch_size]]
-        texts = [d.text for d in decoded if isinstance(d, codec.Request)]
-        t0 = time.perf_counter()
-        predictor.predict_ids([predictor.tokenize(t) for t in texts])
-        batch_seconds.append(time.perf_counter() - t0)
+    span = batch_size * window
+    for start in range(0, len(records), span):
+        decoded = [codec.decode(r, settings) for r in records[start : start + span]]
+        seqs = [predictor.tokenize(d.text) for d in decoded if isinstance(d, codec.Request)]
+        if window > 1:
+            seqs.sort(key=len)
+        for b in range(0, len(seqs), batch_size):
+            t0 = time.perf_counter()
+            predictor.predict_ids(seqs[b : b + batch_size])
+            batch_seconds.append(time.perf_counter() - t0)
         done += len(decoded)
         if time.perf_counter() - started > PASS_BUDGET_S:
             break
@@ -84,15 +95,17 @@ def best_of(repeats: int, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 def ceiling(predictor: Any, messages: Sequence[Message], repeats: int,
             batch_sizes: Sequence[int] = BATCH_SIZES, threads: Sequence[int] = (1, 2)) -> dict:
-    """Section 1: the offline ceiling at each batch size and torch thread count."""
+    """Section 1: the offline ceiling at each batch size, torch thread count and sort window."""
     records = source_records(messages)
     pipeline_pass(predictor, records[:128], 64)  # warm-up
     sweep = []
     for n in threads:
         with torch_threads(n):
-            for bs in batch_sizes:
-                res = best_of(repeats, lambda bs=bs: pipeline_pass(predictor, records, bs))
-                sweep.append({"threads": n, "batch_size": bs, **res})
+            for window in WINDOWS:
+                for bs in batch_sizes:
+                    res = best_of(repeats, lambda bs=bs, w=window: pipeline_pass(
+                        predictor, records, bs, w))
+                    sweep.append({"threads": n, "batch_size": bs, "window": window, **res})
     best = max(sweep, key=lambda r: r["msgs_per_s"])
     return {"messages": len(records), "repeats": repeats, "sweep": sweep, "best": best,
             "offline_msgs_per_s": best["msgs_per_s"]}
@@ -165,6 +178,7 @@ def quantized(predictor: Any) -> Any:
     return Predictor(model, predictor.vocab, predictor.labels, name=predictor.name,
                      version=predictor.version, device=predictor.device,
                      max_tokens=predictor.max_tokens, threshold=predictor.threshold,
+                     thresholds=predictor.thresholds,
                      positive_label=predictor.positive_label,
                      temperature=predictor.temperature, head_fraction=predictor.head_fraction)
 
