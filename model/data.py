@@ -60,20 +60,35 @@ def _is_jsonl(path: Path) -> bool:
     return name.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz"))
 
 
-def _iter_file(path: Path, root: Path) -> Iterator[Example]:
+def _file_kind(path: Path) -> str | None:
+    """jsonl, mbox, eml, or json (JSON-looking content without the suffix); None otherwise."""
     if _is_jsonl(path):
-        yield from _iter_jsonl(path)
-        return
+        return "jsonl"
     with open(path, "rb") as fh:
         head = fh.read(4096)
     if head.startswith(b"From ") and is_mbox(path):
-        yield from _iter_mbox(path, root)
-    elif path.suffix.lower() == ".eml" or looks_like_email(head):
-        yield _eml_example(path, root)
-    elif head.lstrip().startswith(b"{"):
+        return "mbox"
+    if path.suffix.lower() == ".eml" or looks_like_email(head):
+        return "eml"
+    if head.lstrip().startswith(b"{"):
+        return "json"
+    return None
+
+
+def _iter_kind(kind: str, path: Path, root: Path) -> Iterator[Example]:
+    if kind in ("jsonl", "json"):
         yield from _iter_jsonl(path)
+    elif kind == "mbox":
+        yield from _iter_mbox(path, root)
     else:
+        yield _eml_example(path, root)
+
+
+def _iter_file(path: Path, root: Path) -> Iterator[Example]:
+    kind = _file_kind(path)
+    if kind is None:
         raise DataError(f"{path}: not JSON lines, an email, an mbox or a maildir")
+    yield from _iter_kind(kind, path, root)
 
 
 def is_mbox(path: Path) -> bool:
@@ -159,16 +174,10 @@ def _iter_dir(root: Path) -> Iterator[Example]:
             if name.startswith("."):
                 continue
             path = Path(dirpath) / name
-            if _is_jsonl(path):
-                yield from _iter_jsonl(path)
-                continue
-            with open(path, "rb") as fh:
-                head = fh.read(4096)
-            if head.startswith(b"From ") and is_mbox(path):
-                yield from _iter_mbox(path, root)
-            elif path.suffix.lower() == ".eml" or looks_like_email(head):
-                yield _eml_example(path, root)
-            # Anything else (READMEs, indexes) is not a message: skip it.
+            kind = _file_kind(path)
+            # Anything else in a folder (READMEs, indexes, stray JSON) is not a message: skip it.
+            if kind in ("jsonl", "mbox", "eml"):
+                yield from _iter_kind(kind, path, root)
 
 
 def _has_many(path: Path) -> bool:
