@@ -296,3 +296,27 @@ def test_inference_failures_dead_letter_only_the_culprit(broker, topics):
     offsets = [json.loads(r.value)["source"]["offset"] for r in got if r.topic == names["output"]]
     assert offsets == sorted(offsets)
     out.close()
+
+
+def test_worker_serves_a_three_label_model_unchanged(broker, topics, tmp_path):
+    """Labels come from the artifact: a topic model trained here runs through the same worker."""
+    from model.train import train
+    from tests.unit.test_model_train import TOPICS, _options, _write_data
+
+    train(_options(_write_data(tmp_path / "topics.jsonl"), tmp_path / "topics-model"))
+    names = topics()
+    texts = {b"t-sports": "striker goal team referee", b"t-cooking": "bake flour butter oven",
+             b"t-tech": "python server cache cpu"}
+    produce(broker, names["input"], [(k, json.dumps({"text": v}).encode())
+                                     for k, v in texts.items()])
+    reader = TopicReader(broker, names["output"])
+    with RunningWorker(broker, names, extra=(f"model.path={tmp_path / 'topics-model'}",)) as run:
+        records = reader.wait_for(3)
+        poll_until(lambda: metric_value(http_get(run.url("/metrics"))[1],
+                                        "streamclf_messages_classified_total",
+                                        {"label": "tech"}) == 1, what="the tech label counted")
+    results = results_by_key(records)
+    assert {k: r["label"] for k, r in results.items()} == {
+        b"t-sports": "sports", b"t-cooking": "cooking", b"t-tech": "tech"}
+    assert all(set(r["scores"]) == set(TOPICS) for r in results.values())
+    reader.close()
