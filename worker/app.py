@@ -23,7 +23,12 @@ from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError, MessageSizeTooLargeError
+from kafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+)
 from kafka.structs import OffsetAndMetadata
 
 from worker import codec
@@ -44,6 +49,9 @@ from worker.offsets import OffsetTracker, Partition
 log = logging.getLogger(__name__)
 
 _POLL_MS = 100  # the longest the loop waits in poll(); bounds reaction time to signals
+# A commit waits at most this long, so that a broker outage cannot stall the loop (and the
+# probes it updates) for the client's default minute.
+_COMMIT_TIMEOUT_MS = 5_000
 _SORT_WINDOW_BATCHES = 8  # batches sorted together by length when a backlog queues them
 
 
@@ -505,16 +513,23 @@ class Worker:
         assert consumer is not None
         try:
             consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                             for (t, p), o in offsets.items()})
+                             for (t, p), o in offsets.items()}, timeout_ms=_COMMIT_TIMEOUT_MS)
         except KafkaError as exc:
             self.metrics.commit_failures.inc()
             log.warning("offset commit failed (will retry): %s", exc)
+            if isinstance(exc, (KafkaTimeoutError, KafkaConnectionError)):
+                self._set_connected(False)
             return
+        self._set_connected(True)
         covered = self._tracker.mark_committed(offsets)
         self.metrics.offsets_committed.inc(covered)
         self.metrics.commits.inc()
         self.metrics.last_commit.set(time.time())
         self._progress_at = now
+
+    def _set_connected(self, connected: bool) -> None:
+        self.health.connected = connected
+        self.metrics.ready.set(1 if self.health.ready()[0] else 0)
 
     def _apply_rebalance_events(self) -> None:
         consumer = self._consumer
@@ -582,12 +597,11 @@ class Worker:
             return
         try:
             ends = consumer.end_offsets(assigned, timeout_ms=2000)
-            self.health.connected = True
         except KafkaError as exc:
             log.warning("cannot read end offsets (broker unreachable?): %s", exc)
-            self.health.connected = False
-            self.metrics.ready.set(0)
+            self._set_connected(False)
             return
+        self._set_connected(True)
         total = 0
         for tp in assigned:
             end = max(ends.get(tp) or 0, consumer.highwater(tp) or 0)
