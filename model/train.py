@@ -118,28 +118,22 @@ def code_version() -> str:
     except Exception:  # noqa: BLE001 - not installed: running from a checkout
         ver = "0+unknown"
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
+        commit = _git("rev-parse", "--short", "HEAD")
         if not commit:
             return ver
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "."],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
         # Uncommitted changes to model/ make the commit alone an incomplete description.
+        dirty = _git("status", "--porcelain", "--", ".")
         return f"{ver}+g{commit}" + (".dirty" if dirty else "")
     except Exception:  # noqa: BLE001 - no git: the version alone
         return ver
+
+
+def _git(*args: str) -> str:
+    """Output of a git command run in this package's folder."""
+    return subprocess.run(
+        ["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5,
+        check=True,
+    ).stdout.strip()
 
 
 class Progress:
