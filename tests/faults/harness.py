@@ -106,7 +106,9 @@ class WorkerProcess:
 
 
 class Stream:
-    """Produces `count` keyed JSON messages at `rate` per second from a background thread."""
+    """Produces keyed JSON messages at `rate` per second from a background thread, until `count`
+    are sent or `stop()` is called. `keys` holds the keys actually sent, so a test can keep the
+    stream live for as long as its disruptions last instead of racing a fixed-length stream."""
 
     TEXTS = [
         "Hi, are we still meeting tomorrow at ten? Bring the slides please.",
@@ -117,11 +119,16 @@ class Stream:
 
     def __init__(self, bootstrap: str, topic: str, count: int, rate: float,
                  prefix: str = "s") -> None:
-        self.keys = [f"{prefix}{i}" for i in range(count)]
+        self.keys: list[str] = []
+        self._count, self._prefix = count, prefix
         self._bootstrap, self._topic, self._rate = bootstrap, topic, rate
-        self.sent = 0
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.error: BaseException | None = None
+
+    @property
+    def sent(self) -> int:
+        return len(self.keys)
 
     def start(self) -> Stream:
         self._thread.start()
@@ -131,17 +138,25 @@ class Stream:
         try:
             producer = KafkaProducer(bootstrap_servers=self._bootstrap, linger_ms=5)
             started = time.monotonic()
-            for i, key in enumerate(self.keys):
+            for i in range(self._count):
+                if self._stopping.is_set():
+                    break
+                key = f"{self._prefix}{i}"
                 value = json.dumps({"id": key, "text": self.TEXTS[i % len(self.TEXTS)]})
                 producer.send(self._topic, key=key.encode(), value=value.encode())
-                self.sent += 1
+                self.keys.append(key)
                 ahead = started + (i + 1) / self._rate - time.monotonic()
                 if ahead > 0:
-                    time.sleep(ahead)  # pacing the offered load
+                    self._stopping.wait(ahead)  # pacing the offered load
             producer.flush()
             producer.close()
         except BaseException as exc:  # surfaced by join()
             self.error = exc
+
+    def stop(self) -> None:
+        """Stop sending (the keys sent so far are all flushed) and wait for the thread."""
+        self._stopping.set()
+        self.join()
 
     def join(self, timeout_s: float = 120.0) -> None:
         self._thread.join(timeout_s)

@@ -40,7 +40,8 @@ def test_sigkill_at_random_points_loses_nothing(broker, topics, tmp_path):
     names = topics(partitions=3)
     group = "crash-" + uuid.uuid4().hex[:6]
     rng = random.Random(7)
-    stream = Stream(broker, names["input"], count=3000, rate=250).start()
+    # The stream outlives the crashes: it stops only after the last restart.
+    stream = Stream(broker, names["input"], count=100_000, rate=200).start()
     reader = TopicReader(broker, names["output"])
     worker = WorkerProcess(broker, names, group, log_dir=tmp_path).start()
     windows: list[tuple[dict[int, int], int]] = []
@@ -54,7 +55,9 @@ def test_sigkill_at_random_points_loses_nothing(broker, topics, tmp_path):
         committed = committed_offsets(broker, group)
         windows.append((committed, len(reader.read())))
         worker.start()
-    stream.join()
+    poll_until(lambda: worker.metric("streamclf_commits_total") >= 1, timeout_s=120,
+               what="a first commit after the last restart")
+    stream.stop()
     try:
         poll_until(lambda: set(stream.keys) <= {r.key.decode() for r in reader.read()},
                    timeout_s=180, what="every key after the crashes")
@@ -86,7 +89,7 @@ def test_sigkill_at_random_points_loses_nothing(broker, topics, tmp_path):
 def test_members_join_leave_and_die_while_streaming(broker, topics, tmp_path):
     names = topics(partitions=6)
     group = "rebalance-" + uuid.uuid4().hex[:6]
-    stream = Stream(broker, names["input"], count=4000, rate=200).start()
+    stream = Stream(broker, names["input"], count=100_000, rate=200).start()
     reader = TopicReader(broker, names["output"])
     first = WorkerProcess(broker, names, group, log_dir=tmp_path, name="w1").start()
     second = WorkerProcess(broker, names, group, log_dir=tmp_path, name="w2").start()
@@ -99,7 +102,9 @@ def test_members_join_leave_and_die_while_streaming(broker, topics, tmp_path):
     reader.wait_for(len(reader.read()) + 300, timeout_s=120)
     third.kill()  # a member dies
     fourth = WorkerProcess(broker, names, group, log_dir=tmp_path, name="w4").start()
-    stream.join()
+    poll_until(lambda: fourth.metric("streamclf_assigned_partitions") > 0, timeout_s=60,
+               what="the replacement member to get partitions")
+    stream.stop()
     try:
         poll_until(lambda: set(stream.keys) <= {r.key.decode() for r in reader.read()},
                    timeout_s=180, what="every key after the rebalances")

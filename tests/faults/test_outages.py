@@ -21,7 +21,7 @@ def test_broker_link_cut_and_restored(broker, topics, tmp_path):
     names = topics()
     group = "cut-" + uuid.uuid4().hex[:6]
     proxy = Proxy(broker).start()
-    stream = Stream(broker, names["input"], count=2500, rate=100).start()
+    stream = Stream(broker, names["input"], count=100_000, rate=100).start()
     reader = TopicReader(broker, names["output"])
     worker = WorkerProcess(proxy.bootstrap, names, group, log_dir=tmp_path).start()
     try:
@@ -41,7 +41,8 @@ def test_broker_link_cut_and_restored(broker, topics, tmp_path):
         restored_at = time.monotonic()
         poll_until(lambda: worker.status("/readyz") == 200, timeout_s=90, what="ready again")
         ready_again_s = time.monotonic() - restored_at
-        stream.join()
+        reader.wait_for(len(reader.read()) + 100, timeout_s=120)  # streaming again
+        stream.stop()
         poll_until(lambda: set(stream.keys) <= {r.key.decode() for r in reader.read()},
                    timeout_s=180, what="every key after the outage")
         errors = worker.metric("streamclf_produce_errors_total", {"topic": names["output"]})
