@@ -53,6 +53,7 @@ _POLL_MS = 100  # the longest the loop waits in poll(); bounds reaction time to 
 # probes it updates) for the client's default minute.
 _COMMIT_TIMEOUT_MS = 5_000
 _SORT_WINDOW_BATCHES = 8  # batches sorted together by length when a backlog queues them
+_PUBLISH_QUEUE_WINDOWS = 4
 
 
 class Prediction(Protocol):
@@ -190,6 +191,11 @@ class Worker:
             max_bytes=config.input.max_bytes,
         )
         self._batches: queue.Queue[list[Request] | None] = queue.Queue()
+        # Classified windows on their way to the publisher thread; bounded, so a publisher that
+        # falls behind slows inference down instead of piling results up in memory.
+        self._classified: queue.Queue[
+            tuple[list[Request], list[Prediction | None]] | None
+        ] = queue.Queue(maxsize=_PUBLISH_QUEUE_WINDOWS)
         self._retries: list[tuple[float, _Outgoing]] = []
         self._retries_lock = threading.Lock()
         self._listener = _RebalanceEvents()
@@ -233,11 +239,13 @@ class Worker:
             inference = threading.Thread(
                 target=self._inference_loop, args=(classifier,), name="inference", daemon=True
             )
+            publisher = threading.Thread(target=self._publish_loop, name="publisher", daemon=True)
             inference.start()
+            publisher.start()
             log.info("consuming %s as group %s", cfg.kafka.input_topics, cfg.kafka.group_id)
             while not self._stop.is_set():
                 self._step()
-            self._drain(inference)
+            self._drain(inference, publisher)
         finally:
             self._close()
         return 0
@@ -341,6 +349,12 @@ class Worker:
     # -- inference (its own thread) ------------------------------------------------------------
 
     def _inference_loop(self, classifier: Classifier) -> None:
+        try:
+            self._classify_batches(classifier)
+        finally:
+            self._classified.put(None)  # the publisher finishes what it has, then stops
+
+    def _classify_batches(self, classifier: Classifier) -> None:
         while True:
             window = self._batches.get()
             if window is None:
@@ -359,11 +373,21 @@ class Worker:
                     break
                 window.extend(more)
             predictions = self._classify_window(classifier, window)
-            for request, prediction in zip(window, predictions, strict=True):
-                if prediction is not None:
-                    self._publish(request, prediction)
+            # Publishing runs on its own thread: its Python work (encoding, the producer's
+            # record building) overlaps the next window's forward pass, which releases the GIL.
+            self._classified.put((window, predictions))
             if stopping:
                 return
+
+    def _publish_loop(self) -> None:
+        """Publish classified windows in the order they were classified (input order)."""
+        while True:
+            item = self._classified.get()
+            if item is None:
+                return
+            for request, prediction in zip(*item, strict=True):
+                if prediction is not None:
+                    self._publish(request, prediction)
 
     def _classify_window(
         self, classifier: Classifier, window: list[Request]
@@ -626,7 +650,7 @@ class Worker:
 
     # -- shutdown ------------------------------------------------------------------------------
 
-    def _drain(self, inference: threading.Thread) -> None:
+    def _drain(self, inference: threading.Thread, publisher: threading.Thread) -> None:
         consumer = self._consumer
         assert consumer is not None
         deadline = time.monotonic() + self.config.shutdown.drain_timeout_s
@@ -643,6 +667,7 @@ class Worker:
             # heartbeating meanwhile, and there is nothing to poll while paused.
             time.sleep(0.02)
         inference.join(timeout=max(0.0, deadline - time.monotonic()))
+        publisher.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._producer is not None:
             self._producer.flush(timeout=max(0.1, deadline - time.monotonic()))
         self._commit(force=True)
