@@ -62,6 +62,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--embed-dim", type=int, default=96)
     t.add_argument("--hidden-dim", type=int, default=96)
     t.add_argument("--unidirectional", action="store_true", help="one LSTM direction only")
+    t.add_argument(
+        "--no-bag-logits",
+        action="store_true",
+        help="LSTM head only, without the per-token logit table beside it",
+    )
     t.add_argument("--dropout", type=float, default=0.3)
     t.add_argument("--patience", type=int, default=2, help="early-stopping patience (epochs)")
     t.add_argument(
@@ -143,6 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         embed_dim=args.embed_dim,
         hidden_dim=args.hidden_dim,
         bidirectional=not args.unidirectional,
+        bag_logits=not args.no_bag_logits,
         dropout=args.dropout,
         patience=args.patience,
         select=args.select,

@@ -3,9 +3,11 @@
 Standard library only: the worker's codec imports this module without torch.
 
 The text is the decoded subject on a first line ``Subject: ...`` (``Subject:`` when there is
-none), then the body: text/plain where a multipart/alternative offers it, else HTML reduced to
-its visible text (plus link targets, which the tokenizer turns into URL tokens). Attachments
-become ``[attachment name type]`` lines; their payloads are never decoded. Parsing uses the
+none), a ``From:`` line (display name and domain), a ``Headers:`` line (a bounded summary of the
+other headers, see ``HEADER_BLOCK``), then the body: text/plain where a multipart/alternative
+offers it, else HTML reduced to its visible text (plus link targets, which the tokenizer turns
+into URL tokens). Attachments become ``[attachment name type]`` lines; their payloads are never
+decoded. Parsing uses the
 ``compat32`` policy, which does not interpret header values, so malformed headers cannot raise;
 we decode encoded words ourselves.
 
@@ -39,6 +41,18 @@ SENDER_LINE = True
 # text starts with it: the predictor tells email from plain text by that first token (per-kind
 # thresholds), also for mail whose headers were stripped.
 SUBJECT_LINE_ALWAYS = True
+# A "Headers:" line summarising the other headers in their order: each as its name squeezed into
+# one word ("xmailer", "messageid", "received") plus the start of its value, at most
+# HEADER_VALUE_CHARS per header, three Received hops, HEADER_BLOCK_CHARS in all (about 100
+# tokens). On validation it lifted a bag-of-words ranking of SpamAssassin mail from spam recall
+# 0.73 to 0.98 at two false positives (ROC-AUC 0.9963 → 0.9985): mailer names, relay hosts,
+# list and reply headers say a lot about where mail comes from. The price is that the model
+# learns the habits of its training mail's sources (see docs/model-card.md, "Robustness").
+HEADER_BLOCK = True
+HEADER_VALUE_CHARS = 80
+HEADER_BLOCK_CHARS = 640
+HEADER_MAX_RECEIVED = 3
+_HEADERS_IN_OWN_LINE = frozenset({"subject", "from"})
 
 _KNOWN_HEADERS = (
     b"received",
@@ -116,6 +130,8 @@ def email_to_text(
         sender = _sender(msg)
         if sender:
             lines.append(f"From: {sender}")
+    if HEADER_BLOCK:
+        lines.append(_header_block(msg))
     lines.append(_body(msg, max_depth=max_depth, max_parts=max_parts))
     return "\n".join(line for line in lines if line)
 
@@ -152,6 +168,32 @@ def _sender(msg: Message) -> str:
     name, addr = email.utils.parseaddr(_header(msg, "from"))
     domain = addr.rpartition("@")[2].lower() if "@" in addr else ""
     return " ".join(part for part in (name.strip('"'), domain) if part)[:200]
+
+
+_NOT_LETTER = re.compile(r"[^a-z]")
+
+
+def _header_block(msg: Message) -> str:
+    """``Headers: name value name value ...`` for the headers not given their own line."""
+    out: list[str] = []
+    used = 0
+    received = 0
+    for name, value in msg.items():
+        key = name.lower()
+        if key in _HEADERS_IN_OWN_LINE:
+            continue
+        if key == "received":
+            received += 1
+            if received > HEADER_MAX_RECEIVED:
+                continue
+        word = _NOT_LETTER.sub("", key)[:24] or "header"
+        text = _WS.sub(" ", decode_header_value(str(value)[:MAX_HEADER_CHARS])).strip()
+        item = f"{word} {text[:HEADER_VALUE_CHARS]}".rstrip()
+        out.append(item)
+        used += len(item) + 1
+        if used >= HEADER_BLOCK_CHARS:
+            break
+    return ("Headers: " + " ".join(out))[: HEADER_BLOCK_CHARS + 9] if out else ""
 
 
 def decode_header_value(value: str) -> str:

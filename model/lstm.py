@@ -1,4 +1,5 @@
-"""The classifier: embedding → (Bi)LSTM → masked pooling → linear head.
+"""The classifier: embedding → (Bi)LSTM → masked pooling → linear head, plus optionally a
+per-token logit table summed over the distinct tokens of the text (``bag_logits``).
 
 Sequences are packed, so the LSTM never reads padding, and pooling masks padded positions: a
 text's logits do not depend on how long the other texts in its batch are.
@@ -26,6 +27,10 @@ class LSTMConfig:
     bidirectional: bool = True  # read the text both ways (the tail of a message matters too)
     dropout: float = 0.3  # on embeddings and on the pooled features, training only
     pool_embeddings: bool = True  # also max-pool the raw embeddings: a cheap bag-of-words path
+    # A learned logit per (token, label), summed over the text's distinct tokens and added to the
+    # head's logits: a linear bag-of-words beside the LSTM ("wide and deep"). Rare but telling
+    # tokens (a mailer's name, a relay host) count even where pooled LSTM states blur them.
+    bag_logits: bool = False
     pad_id: int = 0  # id whose embedding stays zero
 
     def to_dict(self) -> dict[str, Any]:
@@ -62,6 +67,10 @@ class LSTMClassifier(nn.Module):
         features = 2 * directions * c.hidden_dim + (c.embed_dim if c.pool_embeddings else 0)
         self.dropout = nn.Dropout(c.dropout)
         self.head = nn.Linear(features, c.num_labels)
+        self.bag: nn.Embedding | None = None
+        if c.bag_logits:
+            self.bag = nn.Embedding(c.vocab_size, c.num_labels, padding_idx=c.pad_id)
+            nn.init.zeros_(self.bag.weight)  # starts as the plain LSTM classifier
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """ids (B, T) long, lengths (B,) long with 1 ≤ length ≤ T → logits (B, L)."""
@@ -79,4 +88,16 @@ class LSTMClassifier(nn.Module):
         pooled = [max_pool, mean_pool]
         if self.config.pool_embeddings:
             pooled.append(emb.masked_fill(~mask3, neg).amax(dim=1))  # (B, E)
-        return self.head(self.dropout(torch.cat(pooled, dim=-1)))  # (B, L)
+        logits = self.head(self.dropout(torch.cat(pooled, dim=-1)))  # (B, L)
+        if self.bag is not None:
+            logits = logits + self._bag_logits(ids)
+        return logits
+
+    def _bag_logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """Sum of the bag table over each row's distinct token ids (padding contributes zero)."""
+        assert self.bag is not None
+        ordered, _ = ids.sort(dim=1)
+        first = torch.ones_like(ordered, dtype=torch.bool)
+        first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]  # one count per distinct token
+        keep = first & (ordered != self.config.pad_id)
+        return (self.bag(ordered) * keep.unsqueeze(-1)).sum(dim=1)  # (B, L)

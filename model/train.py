@@ -59,6 +59,7 @@ class TrainOptions:
     hidden_dim: int = 96
     bidirectional: bool = True
     pool_embeddings: bool = True
+    bag_logits: bool = True
     dropout: float = 0.3
     # Exponential moving average of the weights (per step), used for validation and the artifact:
     # smooths the epoch-to-epoch swings of the validation ranking. 0 turns it off.
@@ -291,6 +292,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
         bidirectional=opts.bidirectional,
         dropout=opts.dropout,
         pool_embeddings=opts.pool_embeddings,
+        bag_logits=opts.bag_logits,
         pad_id=PAD_ID,
     )
     model = LSTMClassifier(config)

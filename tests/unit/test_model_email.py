@@ -21,6 +21,22 @@ def test_plain_message_keeps_subject_and_body() -> None:
     assert "See you at noon." in text
 
 
+def test_other_headers_are_summarised_on_one_bounded_line() -> None:
+    hops = b"".join(b"Received: from relay%d.example.net by mx.example.org\r\n" % i
+                    for i in range(10))
+    raw = (HEAD + hops + b"X-Mailer: Bulk Sender Pro 9\r\nList-Id: <news.example.com>\r\n"
+           b"X-Long: " + b"y" * 5000 + b"\r\nSubject: Deal\r\n\r\nBuy now.\r\n")
+    lines = email_to_text(raw).split("\n")
+    assert lines[0] == "Subject: Deal" and lines[1] == "From: Alice example.org"
+    headers = lines[2]
+    assert headers.startswith("Headers: to bob@example.net mimeversion 1.0 received from relay0")
+    assert headers.count("received ") == 3  # only the first three hops
+    assert "xmailer Bulk Sender Pro 9" in headers and "listid <news.example.com>" in headers
+    assert "subject" not in headers and "Alice" not in headers  # they have their own lines
+    assert len(headers) < 700  # "y" * 5000 is cut
+    assert lines[3].strip() == "Buy now."
+
+
 def test_alternative_prefers_plain_text() -> None:
     raw = HEAD + (
         b"Subject: alt\r\n"

@@ -16,7 +16,9 @@ from model.tokenizer import Vocab
 WORDS = ["free", "prize", "call", "now", "meeting", "lunch", "tomorrow", "report", "win", "cash"]
 
 
-def _tiny(bidirectional: bool = True, num_labels: int = 2) -> tuple[LSTMClassifier, Vocab]:
+def _tiny(
+    bidirectional: bool = True, num_labels: int = 2, bag_logits: bool = False
+) -> tuple[LSTMClassifier, Vocab]:
     torch.manual_seed(0)
     vocab = Vocab(["<pad>", "<unk>", *WORDS])
     cfg = LSTMConfig(
@@ -25,8 +27,14 @@ def _tiny(bidirectional: bool = True, num_labels: int = 2) -> tuple[LSTMClassifi
         embed_dim=8,
         hidden_dim=6,
         bidirectional=bidirectional,
+        bag_logits=bag_logits,
     )
-    return LSTMClassifier(cfg).eval(), vocab
+    model = LSTMClassifier(cfg).eval()
+    if model.bag is not None:
+        with torch.no_grad():  # trained tables are not zero; the padding row stays zero
+            model.bag.weight.normal_()
+            model.bag.weight[cfg.pad_id] = 0.0
+    return model, vocab
 
 
 def test_pad_batch_shapes_and_values() -> None:
@@ -52,9 +60,10 @@ def test_pad_batch_empty_batch() -> None:
     assert ids.shape == (0, 1) and lengths.shape == (0,)
 
 
-@pytest.mark.parametrize("bidirectional", [True, False])
-def test_scores_do_not_depend_on_batch_padding(bidirectional: bool) -> None:
-    model, _ = _tiny(bidirectional)
+@pytest.mark.parametrize(("bidirectional", "bag_logits"), [(True, False), (False, False),
+                                                           (True, True)])
+def test_scores_do_not_depend_on_batch_padding(bidirectional: bool, bag_logits: bool) -> None:
+    model, _ = _tiny(bidirectional, bag_logits=bag_logits)
     short = [2, 3, 4]
     alone = model(*pad_batch([short]))
     with_long = model(*pad_batch([short, list(range(2, 12)) * 5]))
@@ -66,6 +75,16 @@ def test_scores_do_not_depend_on_batch_padding(bidirectional: bool) -> None:
     # ...while the model does read the tokens (the test can fail).
     other = model(*pad_batch([[9, 10, 11]]))
     assert not torch.allclose(alone, other)
+
+
+def test_bag_logits_count_each_distinct_token_once() -> None:
+    model, _ = _tiny(bag_logits=True)
+    assert model.bag is not None
+    table = model.bag.weight
+    ids = torch.tensor([[3, 4, 3, 3, 5, 0, 0], [5, 4, 3, 0, 0, 0, 0]])
+    got = model._bag_logits(ids)
+    want = table[3] + table[4] + table[5]
+    assert torch.allclose(got[0], want) and torch.allclose(got[1], want)
 
 
 def test_forward_shape() -> None:
