@@ -72,8 +72,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--select",
         choices=("auc", "loss"),
-        default="auc",
-        help="model selection on validation: mean per-source ROC-AUC or loss (default auc)",
+        default="loss",
+        help="model selection on validation: loss or mean per-source ROC-AUC (default loss)",
     )
     t.add_argument(
         "--max-ham-loss", type=float, default=0.005, help="threshold target false-positive rate"
