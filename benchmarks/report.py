@@ -432,7 +432,7 @@ def _latency_section(r: dict[str, Any], made: dict[str, str], rel: str) -> list[
     L = ["## 5. Latency", ""]
     if "error" in lat or not lat:
         return L + [f"Not measured: {lat.get('error', 'section not run')}", ""]
-    L += ["One worker at the defaults (`max_batch_size` 64, `max_wait_ms` 20); after a warm-up "
+    L += ["One worker at the defaults (`max_batch_size` 32, `max_wait_ms` 20); after a warm-up "
           f"backlog, the messages are offered at an even pace for {_n(lat.get('phase_seconds'))} s "
           "per load, as fractions of the worker's measured throughput "
           f"({_n(lat.get('worker_msgs_per_s_basis'))} msgs/s). Latency = output record timestamp "

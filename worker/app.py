@@ -334,10 +334,19 @@ class Worker:
         self._tracker.track_many((topic, partition), [r.offset for r in fresh])
         self.metrics.consumed.labels(topic).inc(len(fresh))
         now = time.monotonic()
+        classifier = self._classifier
+        assert classifier is not None
         for raw in fresh:
             decoded = codec.decode(source_record(raw), self._input)
             if isinstance(decoded, Rejection):
                 self._dead_letter(decoded)
+                continue
+            # Tokenized here, not on the inference thread: that thread then holds the GIL only
+            # briefly between forward passes, and this Python work runs on the other core.
+            try:
+                decoded = replace(decoded, ids=classifier.tokenize(decoded.text))
+            except Exception as exc:
+                self._inference_failed(decoded, exc)
                 continue
             batch = self._batcher.add(decoded, now)
             if batch:
@@ -394,16 +403,8 @@ class Worker:
     ) -> list[Prediction | None]:
         """Predictions in window order; None where the record went to the dead-letter topic."""
         out: list[Prediction | None] = [None] * len(window)
-        seqs: list[list[int]] = []
-        usable: list[int] = []
-        for i, request in enumerate(window):
-            try:
-                seqs.append(classifier.tokenize(request.text))
-                usable.append(i)
-            except Exception as exc:
-                seqs.append([])
-                self._inference_failed(request, exc)
-        order = sorted(usable, key=lambda i: len(seqs[i]))
+        seqs = [request.ids for request in window]
+        order = sorted(range(len(window)), key=lambda i: len(seqs[i]))
         size = self.config.batching.max_batch_size
         for start in range(0, len(order), size):
             chunk = order[start : start + size]
@@ -424,7 +425,9 @@ class Worker:
         detail = f"{type(exc).__name__}: {exc}"
         self._dead_letter(Rejection(request.record, codec.INFERENCE, detail))
 
-    def _classify(self, classifier: Classifier, seqs: list[list[int]]) -> Sequence[Prediction]:
+    def _classify(
+        self, classifier: Classifier, seqs: Sequence[Sequence[int]]
+    ) -> Sequence[Prediction]:
         started = time.perf_counter()
         predictions = classifier.predict_ids(seqs)
         self.metrics.inference_seconds.observe(time.perf_counter() - started)

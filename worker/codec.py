@@ -7,6 +7,7 @@ carrying a short reason code, which the worker sends to the dead-letter topic.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
@@ -45,11 +46,12 @@ class SourceRecord:
 
 @dataclass(frozen=True)
 class Request:
-    """A record ready for the model."""
+    """A record ready for the model: its text, and its token ids once tokenized."""
 
     record: SourceRecord
     id: str
     text: str
+    ids: Sequence[int] = ()
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class BatchingConfig:
-    max_batch_size: int = 64
+    max_batch_size: int = 32
     max_wait_ms: float = 20.0
     # Records polled but not yet acknowledged; above it the partitions are paused.
     max_in_flight: int = 2000

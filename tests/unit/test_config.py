@@ -14,7 +14,7 @@ def test_defaults_without_file():
     config = load_config(None, environ={})
     assert config.kafka.output_topic == "streamclf-output"
     assert config.model.path == "bundled"
-    assert config.batching.max_batch_size == 64
+    assert config.batching.max_batch_size == 32
     assert config.metrics.port == 9100
 
 
