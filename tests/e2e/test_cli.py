@@ -63,3 +63,10 @@ def test_broker_command_serves_and_stops_cleanly():
     assert process.returncode == 0
     assert f"127.0.0.1:{port}" in output
     assert not wait_for_port("127.0.0.1", port, 0.5), "the broker outlived the command"
+
+
+def test_bench_passes_its_options_to_the_benchmark_suite():
+    # The suite's own parser answers (it names its sections), not the top-level one.
+    result = streamclf("bench", "--only", "nosuch", "--no-doc")
+    assert result.returncode == 2
+    assert "unknown sections ['nosuch']" in result.stderr, result.stderr
