@@ -159,21 +159,20 @@ def stop_on_signals(stop: Any) -> None:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
+    import threading
+
     from worker.broker import EmbeddedBroker
 
     setup_logging()
+    # Handlers first: a SIGTERM that arrives while the broker starts must still stop it cleanly.
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stopped.set())
+    signal.signal(signal.SIGINT, lambda _signum, _frame: stopped.set())
     broker = EmbeddedBroker(port=args.port).start()
-    print(f"broker listening on {broker.bootstrap} (in memory; Ctrl-C to stop)", flush=True)
-    stopped = {"flag": False}
-
-    def handler(_signum: int, _frame: Any) -> None:
-        stopped["flag"] = True
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
     try:
-        while not stopped["flag"]:
-            signal.pause() if hasattr(signal, "pause") else time.sleep(1)
+        print(f"broker listening on {broker.bootstrap} (in memory; Ctrl-C to stop)", flush=True)
+        while not stopped.wait(0.5):
+            pass
     finally:
         broker.stop()
     return 0
