@@ -2,8 +2,10 @@
 
 Threads and what they own:
 - the main thread owns the consumer (kafka-python's consumer is not thread-safe): it polls,
-  decodes, batches, pauses/resumes partitions, resends failed records and commits offsets;
-- the inference thread tokenizes, pads and runs the model, then hands results to the producer;
+  decodes, tokenizes, batches, pauses/resumes partitions, resends failed records and commits
+  offsets;
+- the inference thread sorts queued batches by length and runs the model on them;
+- the publisher thread encodes results and hands them to the producer, in input order;
 - the producer's IO thread acknowledges sends; its callbacks only mark offsets done.
 Because inference never runs on the main thread, a slow batch never keeps the consumer from
 polling, so the group membership survives it.
