@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -81,7 +82,7 @@ def session(bootstrap: str, settings: dict[str, Any], backlog: Sequence[tuple[by
         ready_at = proc.wait_ready()
         out["spawn_to_ready_s"] = ready_at - proc.started_at
         out["rss_at_ready_kb"] = proc.status("VmRSS")
-        if profile_s and shutil.which("py-spy"):
+        if profile_s and py_spy():
             profiler = start_profile(proc.pid, profile_s, tmp / "profile.txt")
         expected = len(backlog)
         if backlog and not proc.wait_done(expected):
@@ -164,10 +165,15 @@ def batch_time_summary(times: list[list[float]]) -> dict[str, Any]:
 # -- profiling --------------------------------------------------------------------------------
 
 
+def py_spy() -> str | None:
+    """py-spy on PATH, or next to this interpreter (a virtual environment not on PATH)."""
+    return shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+
+
 def start_profile(pid: int, seconds: float, path: Path) -> subprocess.Popen[bytes]:
     """Sample the worker with py-spy (all threads, CPU-busy samples only)."""
     return subprocess.Popen(
-        ["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)),
+        [py_spy() or "py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)),
          "--rate", "200", "--format", "raw", "--threads", "--nonblocking",
          "--output", str(path)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
