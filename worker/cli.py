@@ -148,7 +148,7 @@ def stop_on_signals(stop: Any) -> None:
     """Call `stop` on SIGTERM and SIGINT."""
 
     def handler(signum: int, _frame: Any) -> None:
-        log.info("received %s: draining", signal.Signals(signum).name)
+        log.info("received %s: stopping", signal.Signals(signum).name)
         stop()
 
     signal.signal(signal.SIGTERM, handler)
@@ -166,8 +166,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
     setup_logging()
     # Handlers first: a SIGTERM that arrives while the broker starts must still stop it cleanly.
     stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: stopped.set())
-    signal.signal(signal.SIGINT, lambda _signum, _frame: stopped.set())
+    stop_on_signals(stopped.set)
     broker = EmbeddedBroker(port=args.port).start()
     try:
         print(f"broker listening on {broker.bootstrap} (in memory; Ctrl-C to stop)", flush=True)
