@@ -581,6 +581,25 @@ SMS_VARIANTS: dict[str, Callable[[str, int], bytes]] = {
 }
 
 
+def _variant_metrics(
+    y: Sequence[bool],
+    model_base: tuple[list[float], list[bool]],
+    model_run: tuple[list[float], list[bool]],
+    bogo_base: Sequence[float],
+    bogo_run: Sequence[float],
+    bogo_cut: float,
+    threshold_desc: Any,
+) -> dict[str, Any]:
+    """Model and bogofilter metrics on a transformed test set, with the shift from the original."""
+    (base_p, base_d), (p, d) = model_base, model_run
+    return {
+        "model": metrics_of_decisions(y, p, d, threshold_desc) | _shift(base_p, p, base_d, d),
+        "bogofilter": metrics_at(y, bogo_run, bogo_cut)
+        | _shift(bogo_base, bogo_run, [s >= bogo_cut for s in bogo_base],
+                 [s >= bogo_cut for s in bogo_run]),
+    }
+
+
 def _shift(
     base: Sequence[float], new: Sequence[float], cut_base: Sequence[bool], cut_new: Sequence[bool]
 ) -> dict[str, Any]:
@@ -644,12 +663,8 @@ def robustness(
             "base": "SpamAssassin test",
             "changed": changed,
             "transform_errors": errors,
-            "model": metrics_of_decisions(y_sa, p, d, model_threshold_desc(predictor))
-            | _shift(base_p, p, base_d, d),
-            "bogofilter": metrics_at(y_sa, bp, bogo_cut)
-            | _shift(
-                bogo_base, bp, [s >= bogo_cut for s in bogo_base], [s >= bogo_cut for s in bp]
-            ),
+            **_variant_metrics(y_sa, (base_p, base_d), (p, d), bogo_base, bp, bogo_cut,
+                               model_threshold_desc(predictor)),
         }
 
     sms = data["sms"]["test"]
@@ -666,12 +681,8 @@ def robustness(
             "base": "SMS test",
             "changed": len(raws),
             "transform_errors": 0,
-            "model": metrics_of_decisions(y_sms, p, d, model_threshold_desc(predictor))
-            | _shift(sms_p, p, sms_d, d),
-            "bogofilter": metrics_at(y_sms, bp, sms_cut)
-            | _shift(
-                sms_bogo_base, bp, [s >= sms_cut for s in sms_bogo_base], [s >= sms_cut for s in bp]
-            ),
+            **_variant_metrics(y_sms, (sms_p, sms_d), (p, d), sms_bogo_base, bp, sms_cut,
+                               model_threshold_desc(predictor)),
         }
 
     # Hand-written non-English messages: as plain text and as a minimal email.

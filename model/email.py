@@ -193,7 +193,8 @@ def _header_block(msg: Message) -> str:
         used += len(item) + 1
         if used >= HEADER_BLOCK_CHARS:
             break
-    return ("Headers: " + " ".join(out))[: HEADER_BLOCK_CHARS + 9] if out else ""
+    prefix = "Headers: "
+    return (prefix + " ".join(out))[: len(prefix) + HEADER_BLOCK_CHARS] if out else ""
 
 
 def decode_header_value(value: str) -> str:
