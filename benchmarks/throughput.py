@@ -223,6 +223,8 @@ def _thread_name(thread: str, frames: list[str]) -> str:
     joined = ";".join(frames)
     if "_inference_loop" in joined:
         return "inference"
+    if "_publish_loop" in joined:
+        return "publisher"
     if "sender.py" in joined:
         return "producer IO (kafka-python)"
     if "_step" in joined or "app.py:run" in joined or "run (" in (frames[1] if len(frames) > 1

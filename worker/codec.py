@@ -183,11 +183,50 @@ def encode_result(
 ) -> tuple[bytes, list[tuple[str, bytes]]]:
     """The output record's value and headers for a classified request."""
     record = request.record
+    headers = [
+        *record.headers,
+        ("streamclf-label", label.encode()),
+        ("streamclf-model", model_id.encode()),
+    ]
+    # float(): a float subclass (numpy's) must print as a plain number, as json.dumps does.
+    rounded = [float(round(value, 6)) for value in scores.values()]
+    score = float(round(score, 6))
+    if not all(_FINITE_MIN < v < _FINITE_MAX for v in (score, *rounded)):
+        return _encode_result_slowly(request, label, score, scores, model_id, now_ms), headers
+    # The same bytes json.dumps writes for this dict, built directly: json.dumps was the largest
+    # single cost of publishing a result (docs/performance.md, passthrough profile).
+    text = _json_str
+    pairs = ", ".join(f"{text(n)}: {v!r}" for n, v in zip(scores, rounded, strict=True))
+    value = (
+        f'{{"id": {text(request.id)}, "label": {text(label)}, "score": {score!r}, '
+        f'"scores": {{{pairs}}}, "model": {text(model_id)}, '
+        f'"source": {{"topic": {text(record.topic)}, "partition": {record.partition:d}, '
+        f'"offset": {record.offset:d}, "timestamp_ms": {record.timestamp_ms:d}}}, '
+        f'"classified_at_ms": {now_ms:d}}}'
+    )
+    return value.encode(), headers
+
+
+# encode_result's fast path covers finite floats (repr is what json writes for them); NaN and
+# infinities take json.dumps' own spelling.
+_FINITE_MIN, _FINITE_MAX = -float("inf"), float("inf")
+_json_str = json.encoder.encode_basestring  # type: ignore[attr-defined]  # json.dumps' own
+
+
+def _encode_result_slowly(
+    request: Request,
+    label: str,
+    score: float,
+    scores: dict[str, float],
+    model_id: str,
+    now_ms: int,
+) -> bytes:
+    record = request.record
     body = {
         "id": request.id,
         "label": label,
-        "score": round(score, 6),
-        "scores": {name: round(value, 6) for name, value in scores.items()},
+        "score": score,
+        "scores": {name: float(round(value, 6)) for name, value in scores.items()},
         "model": model_id,
         "source": {
             "topic": record.topic,
@@ -197,12 +236,7 @@ def encode_result(
         },
         "classified_at_ms": now_ms,
     }
-    headers = [
-        *record.headers,
-        ("streamclf-label", label.encode()),
-        ("streamclf-model", model_id.encode()),
-    ]
-    return json.dumps(body, ensure_ascii=False).encode(), headers
+    return json.dumps(body, ensure_ascii=False).encode()
 
 
 def dead_letter_headers(rejection: Rejection) -> list[tuple[str, bytes]]:

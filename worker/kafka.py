@@ -15,7 +15,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.errors import TopicAlreadyExistsError
 
-from worker.codec import SourceRecord
+from worker.codec import Headers, SourceRecord
 from worker.config import KafkaConfig
 from worker.errors import ConfigError
 
@@ -118,7 +118,9 @@ def make_producer(settings: dict[str, Any]) -> KafkaProducer:
 
 
 def source_record(record: ConsumerRecord) -> SourceRecord:
-    headers = tuple((name, value or b"") for name, value in (record.headers or ()))
+    headers: Headers = ()
+    if record.headers:
+        headers = tuple((name, value or b"") for name, value in record.headers)
     return SourceRecord(
         topic=record.topic,
         partition=record.partition,

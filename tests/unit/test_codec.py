@@ -103,6 +103,29 @@ def test_result_keeps_headers_and_follows_the_contract():
                        ("streamclf-model", b"spam-lstm@1")]
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    request_id=st.text(), label=st.text(), model_id=st.text(), topic=st.text(),
+    partition=st.integers(0, 10_000), offset=st.integers(-1, 2**63 - 1),
+    timestamp=st.integers(-1, 2**50),
+    scores=st.dictionaries(st.text(), st.floats() | st.integers(-5, 5), max_size=4),
+    score=st.floats(),
+)
+def test_result_bytes_are_what_json_dumps_writes(request_id, label, model_id, topic, partition,
+                                                 offset, timestamp, scores, score):
+    record = SourceRecord(topic, partition, offset, timestamp, None, b"x", ())
+    value, _ = codec.encode_result(Request(record, request_id, "x"), label, score, scores,
+                                   model_id, 7)
+    expected = {
+        "id": request_id, "label": label, "score": float(round(score, 6)),
+        "scores": {k: float(round(v, 6)) for k, v in scores.items()}, "model": model_id,
+        "source": {"topic": topic, "partition": partition, "offset": offset,
+                   "timestamp_ms": timestamp},
+        "classified_at_ms": 7,
+    }
+    assert value == json.dumps(expected, ensure_ascii=False).encode()
+
+
 def test_dead_letter_headers():
     headers = codec.dead_letter_headers(Rejection(rec(b"x"), "decode", "bad " * 500))
     names = [name for name, _ in headers]
