@@ -794,7 +794,8 @@ def side_text(res: dict[str, Any]) -> str:
         f"{cuts['spamassassin']:.4g} / {cuts['sms']:.4g} / pooled {cuts['pooled']:.4g}), its "
         f"default cut-off is {res['bogofilter_default_cutoff']} (unsure counted as ham). SMS "
         f"reaches bogofilter as a minimal MIME message with the text as body. bogofilter reads "
-        f"every header; the model reads only Subject and sender. Test split only; figures in "
+        f"every header in full; the model reads Subject and sender, and a summary line of the "
+        f"other headers (see \"What it reads\"). Test split only; figures in "
         f"`benchmarks/results/accuracy.json`."
     )
     return _wrap(intro) + "\n\n" + side_table(res)
