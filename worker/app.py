@@ -59,7 +59,7 @@ _SORT_WINDOW_BATCHES = 8  # batches sorted together by length when a backlog que
 _PUBLISH_QUEUE_WINDOWS = 4
 # Paused partitions resume once in-flight records fall to this share of max_in_flight. At half
 # (the former rule) the consumer sat idle while a thousand records drained: passthrough on short
-# messages 13,800 → 17,400 msgs/s (median of four runs each; 0.75 was no better than half).
+# messages 13,800 → 17,700 msgs/s (median of four runs each; 0.75 was no better than half).
 _RESUME_AT = 0.9
 # Python's default (5 ms) is how long a thread may wait for the GIL while another runs Python:
 # the inference thread re-takes the GIL after every torch op and queued behind the main loop's
