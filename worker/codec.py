@@ -191,52 +191,38 @@ def encode_result(
     # float(): a float subclass (numpy's) must print as a plain number, as json.dumps does.
     rounded = [float(round(value, 6)) for value in scores.values()]
     score = float(round(score, 6))
-    if not all(_FINITE_MIN < v < _FINITE_MAX for v in (score, *rounded)):
-        return _encode_result_slowly(request, label, score, scores, model_id, now_ms), headers
-    # The same bytes json.dumps writes for this dict, built directly: json.dumps was the largest
-    # single cost of publishing a result (docs/performance.md, passthrough profile).
     text = _json_str
-    pairs = ", ".join(f"{text(n)}: {v!r}" for n, v in zip(scores, rounded, strict=True))
-    value = (
-        f'{{"id": {text(request.id)}, "label": {text(label)}, "score": {score!r}, '
-        f'"scores": {{{pairs}}}, "model": {text(model_id)}, '
-        f'"source": {{"topic": {text(record.topic)}, "partition": {record.partition:d}, '
-        f'"offset": {record.offset:d}, "timestamp_ms": {record.timestamp_ms:d}}}, '
-        f'"classified_at_ms": {now_ms:d}}}'
-    )
+    if all(-_INF < v < _INF for v in (score, *rounded)):
+        # The bytes json.dumps writes for the dict below, built directly (repr is json's float
+        # spelling): json.dumps was the largest single cost of publishing a result.
+        pairs = ", ".join(f"{text(n)}: {v!r}" for n, v in zip(scores, rounded, strict=True))
+        value = (
+            f'{{"id": {text(request.id)}, "label": {text(label)}, "score": {score!r}, '
+            f'"scores": {{{pairs}}}, "model": {text(model_id)}, '
+            f'"source": {{"topic": {text(record.topic)}, "partition": {record.partition:d}, '
+            f'"offset": {record.offset:d}, "timestamp_ms": {record.timestamp_ms:d}}}, '
+            f'"classified_at_ms": {now_ms:d}}}'
+        )
+    else:  # NaN or infinity: json.dumps' own spelling of them
+        value = json.dumps({
+            "id": request.id,
+            "label": label,
+            "score": score,
+            "scores": dict(zip(scores, rounded, strict=True)),
+            "model": model_id,
+            "source": {
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "timestamp_ms": record.timestamp_ms,
+            },
+            "classified_at_ms": now_ms,
+        }, ensure_ascii=False)
     return value.encode(), headers
 
 
-# encode_result's fast path covers finite floats (repr is what json writes for them); NaN and
-# infinities take json.dumps' own spelling.
-_FINITE_MIN, _FINITE_MAX = -float("inf"), float("inf")
-_json_str = json.encoder.encode_basestring  # type: ignore[attr-defined]  # json.dumps' own
-
-
-def _encode_result_slowly(
-    request: Request,
-    label: str,
-    score: float,
-    scores: dict[str, float],
-    model_id: str,
-    now_ms: int,
-) -> bytes:
-    record = request.record
-    body = {
-        "id": request.id,
-        "label": label,
-        "score": score,
-        "scores": {name: float(round(value, 6)) for name, value in scores.items()},
-        "model": model_id,
-        "source": {
-            "topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            "timestamp_ms": record.timestamp_ms,
-        },
-        "classified_at_ms": now_ms,
-    }
-    return json.dumps(body, ensure_ascii=False).encode()
+_INF = float("inf")
+_json_str = json.encoder.encode_basestring  # type: ignore[attr-defined]  # what json.dumps uses
 
 
 def dead_letter_headers(rejection: Rejection) -> list[tuple[str, bytes]]:

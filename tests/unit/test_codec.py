@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from worker import codec
@@ -111,6 +111,7 @@ def test_result_keeps_headers_and_follows_the_contract():
     scores=st.dictionaries(st.text(), st.floats() | st.integers(-5, 5), max_size=4),
     score=st.floats(),
 )
+@example("m", "spam", "m@1", "in", 0, 0, 0, {"ham": float("nan")}, float("inf"))
 def test_result_bytes_are_what_json_dumps_writes(request_id, label, model_id, topic, partition,
                                                  offset, timestamp, scores, score):
     record = SourceRecord(topic, partition, offset, timestamp, None, b"x", ())
