@@ -95,20 +95,26 @@ def best_of(repeats: int, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 def ceiling(predictor: Any, messages: Sequence[Message], repeats: int,
             batch_sizes: Sequence[int] = BATCH_SIZES, threads: Sequence[int] = (1, 2)) -> dict:
-    """Section 1: the offline ceiling at each batch size, torch thread count and sort window."""
+    """Section 1: the offline ceiling at each batch size, torch thread count and sort window,
+    with the float32 model (the worker's default, `offline_msgs_per_s`) and its int8 copy
+    (`model.quantize: int8`, `offline_int8_msgs_per_s`)."""
     records = source_records(messages)
-    pipeline_pass(predictor, records[:128], 64)  # warm-up
     sweep = []
-    for n in threads:
-        with torch_threads(n):
-            for window in WINDOWS:
-                for bs in batch_sizes:
-                    res = best_of(repeats, lambda bs=bs, w=window: pipeline_pass(
-                        predictor, records, bs, w))
-                    sweep.append({"threads": n, "batch_size": bs, "window": window, **res})
-    best = max(sweep, key=lambda r: r["msgs_per_s"])
+    for mode, p in (("none", predictor), ("int8", quantized(predictor))):
+        pipeline_pass(p, records[:128], 64)  # warm-up
+        for n in threads:
+            with torch_threads(n):
+                for window in WINDOWS:
+                    for bs in batch_sizes:
+                        res = best_of(repeats, lambda bs=bs, w=window, p=p: pipeline_pass(
+                            p, records, bs, w))
+                        sweep.append({"quantize": mode, "threads": n, "batch_size": bs,
+                                      "window": window, **res})
+    best = max((r for r in sweep if r["quantize"] == "none"), key=lambda r: r["msgs_per_s"])
+    best_int8 = max((r for r in sweep if r["quantize"] == "int8"), key=lambda r: r["msgs_per_s"])
     return {"messages": len(records), "repeats": repeats, "sweep": sweep, "best": best,
-            "offline_msgs_per_s": best["msgs_per_s"]}
+            "offline_msgs_per_s": best["msgs_per_s"], "best_int8": best_int8,
+            "offline_int8_msgs_per_s": best_int8["msgs_per_s"]}
 
 
 # -- levers -----------------------------------------------------------------------------------
@@ -164,19 +170,10 @@ def model_pass(predictor: Any, ids: Ids, batch_size: int, order: str = "arrival"
 
 def quantized(predictor: Any) -> Any:
     """The same predictor with dynamic int8 LSTM and Linear layers."""
-    import warnings
+    from model.predictor import Predictor, quantize_int8
 
-    from torch import nn
-
-    from model.predictor import Predictor
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = torch.ao.quantization.quantize_dynamic(
-            predictor.model, {nn.LSTM, nn.Linear}, dtype=torch.qint8
-        )
-    return Predictor(model, predictor.vocab, predictor.labels, name=predictor.name,
-                     version=predictor.version, device=predictor.device,
+    return Predictor(quantize_int8(predictor.model), predictor.vocab, predictor.labels,
+                     name=predictor.name, version=predictor.version, device=predictor.device,
                      max_tokens=predictor.max_tokens, threshold=predictor.threshold,
                      thresholds=predictor.thresholds,
                      positive_label=predictor.positive_label,

@@ -44,8 +44,12 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
     max_wait = 20.0
     p99_bound = max_wait + 2 * batch_p99 if batch_p99 is not None else None
     rss = _get(r, "memory", "peak_rss_mb")
+    offline_int8 = _get(r, "offline", "offline_int8_msgs_per_s")
+    worker_int8 = _get(r, "worker", "runs", "quantize=int8", "drain", "msgs_per_s")
     s: dict[str, Any] = {
         "offline_msgs_per_s": offline,
+        "offline_int8_msgs_per_s": offline_int8,
+        "worker_int8_msgs_per_s": worker_int8,
         "naive_msgs_per_s": naive,
         "worker_msgs_per_s": worker,
         "worker_threads1_msgs_per_s": worker_t1,
@@ -76,6 +80,8 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
         "met": None if rss is None else rss <= TARGETS["peak_rss_mb"]}
     s["worker_vs_offline"] = _ratio(worker, offline)
     s["worker_vs_naive"] = _ratio(worker, naive)
+    s["worker_int8_vs_offline_int8"] = _ratio(worker_int8, offline_int8)
+    s["worker_int8_vs_worker"] = _ratio(worker_int8, worker)
     s["worker_threads1_vs_offline"] = _ratio(worker_t1, offline)
     s["worker_threads1_vs_naive"] = _ratio(worker_t1, naive)
     s["worker_threads1_crc_variant_vs_offline"] = _ratio(worker_crc, offline)
@@ -149,11 +155,15 @@ def plots(r: dict[str, Any], img_dir: Path) -> dict[str, str]:
     sweep = _get(r, "offline", "sweep") or []
     if sweep:
         fig, ax = plt.subplots(figsize=(6, 3.2))
-        for n, w in sorted({(p["threads"], p.get("window", 1)) for p in sweep}):
-            pts = [p for p in sweep if p["threads"] == n and p.get("window", 1) == w]
+        for q, n, w in sorted({(p.get("quantize", "none"), p["threads"], p.get("window", 1))
+                               for p in sweep}):
+            pts = [p for p in sweep if p["threads"] == n and p.get("window", 1) == w
+                   and p.get("quantize", "none") == q]
             order = "arrival order" if w == 1 else f"sorted over {w} batches"
-            ax.plot([p["batch_size"] for p in pts], [p["msgs_per_s"] for p in pts], "o-",
-                    label=f"{n} torch thread{'s' if n > 1 else ''}, {order}")
+            ax.plot([p["batch_size"] for p in pts], [p["msgs_per_s"] for p in pts],
+                    "o-" if q == "none" else "s--",
+                    label=f"{'int8' if q == 'int8' else 'float32'}, {n} thread"
+                          f"{'s' if n > 1 else ''}, {order}")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size")
         ax.set_ylabel("messages / s")
@@ -269,8 +279,10 @@ def write_doc(r: dict[str, Any], doc: Path) -> None:
     L += ["## Summary", ""]
     L += _table(["figure", "msgs/s"], [
         ["1. offline ceiling (best batch size and thread count)", _n(s.get("offline_msgs_per_s"))],
+        ["1. offline ceiling, int8 model", _n(s.get("offline_int8_msgs_per_s"))],
         ["2. naive loop", _n(s.get("naive_msgs_per_s"))],
         ["3. worker, defaults", _n(s.get("worker_msgs_per_s"))],
+        ["3. worker, `model.quantize: int8`", _n(s.get("worker_int8_msgs_per_s"))],
         ["3. worker, `model.threads: 1`", _n(s.get("worker_threads1_msgs_per_s"))],
         [f"3. worker, `model.threads: 1`, {s.get('crc_variant')}",
          _n(s.get("worker_threads1_crc_variant_msgs_per_s"))],
@@ -294,7 +306,9 @@ def write_doc(r: dict[str, Any], doc: Path) -> None:
           f"the offline ceiling and {_x(s.get('worker_threads1_vs_naive'))} the naive loop; "
           f"with {s.get('crc_variant')}, at "
           f"{_x(s.get('worker_threads1_crc_variant_vs_offline'))} and "
-          f"{_x(s.get('worker_threads1_crc_variant_vs_naive'))}.", ""]
+          f"{_x(s.get('worker_threads1_crc_variant_vs_naive'))}. With `model.quantize: int8` "
+          f"the worker runs at {_x(s.get('worker_int8_vs_worker'))} the default worker's rate "
+          f"and {_x(s.get('worker_int8_vs_offline_int8'))} the int8 offline ceiling.", ""]
 
     L += _offline_section(r, made, rel)
     L += _naive_section(r)
@@ -328,15 +342,19 @@ def _offline_section(r: dict[str, Any], made: dict[str, str], rel: str) -> list[
     L += ["The bundled model in-process, no Kafka: `worker.codec.decode` + tokenize + "
           "`predict_ids` over the messages, in arrival order (window 1) and sorted by token "
           "length over 8 batches at a time (window 8, what the worker does when batches queue "
-          f"up), best of {o.get('repeats')} passes per cell. Batch time = predict of one batch.",
+          f"up), best of {o.get('repeats')} passes per cell, with the float32 model and its "
+          "dynamic int8 copy (`model.quantize: int8`, opt-in). The ceiling the targets use is "
+          "the float32 model's, the worker's default. Batch time = predict of one batch.",
           ""]
-    rows = [[p["threads"], p.get("window", 1), p["batch_size"], _n(p["msgs_per_s"]),
-             _n(p["batch_p50_ms"], 1), _n(p["batch_p99_ms"], 1)] for p in o.get("sweep", [])]
-    L += _table(["torch threads", "window", "batch size", "msgs/s", "batch p50 ms",
+    rows = [[p.get("quantize", "none"), p["threads"], p.get("window", 1), p["batch_size"],
+             _n(p["msgs_per_s"]), _n(p["batch_p50_ms"], 1), _n(p["batch_p99_ms"], 1)]
+            for p in o.get("sweep", [])]
+    L += _table(["quantize", "torch threads", "window", "batch size", "msgs/s", "batch p50 ms",
                  "batch p99 ms"], rows)
     b = o.get("best", {})
     L += [f"Best: {_n(b.get('msgs_per_s'))} msgs/s at batch {b.get('batch_size')} with "
-          f"{b.get('threads')} thread(s), window {b.get('window', 1)}: `offline_msgs_per_s`.",
+          f"{b.get('threads')} thread(s), window {b.get('window', 1)}, quantize "
+          f"{b.get('quantize', 'none')}: `offline_msgs_per_s`.",
           ""]
     if "offline" in made:
         L += [f"![offline]({rel}{made['offline']})", ""]

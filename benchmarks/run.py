@@ -135,8 +135,9 @@ class Suite:
 
         times = 1 if self.quick else 3  # a backlog of a few seconds' work
         backlog = common.repeated(self.messages, times, "b")
-        variants = {"default": {}} if self.quick else {"default": {}, "threads=1":
-                                                       {"model.threads": 1}}
+        variants = {"default": {}} if self.quick else {
+            "default": {}, "threads=1": {"model.threads": 1},
+            "quantize=int8": {"model.quantize": "int8"}}
         runs = {name: session(self.bootstrap, settings, backlog, log_dir=self.log_dir)
                 for name, settings in variants.items()}
         crc = self.crc_variant()

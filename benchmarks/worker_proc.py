@@ -103,7 +103,8 @@ def load_model(config: Any) -> Any:
     if threads > 0:
         torch.set_num_threads(threads)
     m = config.model
-    return Predictor.load(m.path, device=m.device, max_tokens=m.max_tokens, threshold=m.threshold)
+    return Predictor.load(m.path, device=m.device, max_tokens=m.max_tokens, threshold=m.threshold,
+                          quantize=m.quantize)
 
 
 def main() -> int:

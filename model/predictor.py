@@ -12,7 +12,10 @@ from model.artifact import load_artifact
 from model.lstm import LSTMClassifier
 from model.tokenizer import PAD_ID, UNK_ID, Vocab, tokenize
 
-__all__ = ["Prediction", "Predictor", "pad_batch", "resolve_device", "decide", "KINDS", "kind_of"]
+__all__ = [
+    "Prediction", "Predictor", "pad_batch", "resolve_device", "decide", "KINDS", "kind_of",
+    "QUANTIZE_MODES", "quantize_int8",
+]
 
 # Kinds of text with a decision threshold each. The email reader (model.email) lays a message
 # out as "Subject: ..." / "From: ..." lines before the body, so a token sequence that starts with
@@ -54,6 +57,28 @@ def pad_batch(
     return ids, torch.tensor(lengths, dtype=torch.long)
 
 
+QUANTIZE_MODES = ("auto", "none", "int8")
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of *model* with dynamic int8 LSTM and Linear layers (CPU only).
+
+    Measured on the bundled model (docs/performance.md, "Levers"): 1.3–1.4× faster than float32
+    at batches of 4 or more with one torch thread, 0.4× for single records; test F1 unchanged.
+    """
+    import warnings
+
+    quantize_dynamic = getattr(getattr(torch, "ao", None), "quantization", None)
+    quantize_dynamic = getattr(quantize_dynamic, "quantize_dynamic", None)
+    if quantize_dynamic is None:
+        raise ValueError("this torch build has no dynamic quantization (torch.ao.quantization)")
+    with warnings.catch_warnings():
+        # torch announces the move of this API to a separate package; it works as documented.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return quantize_dynamic(model, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` → cuda when available, else cpu; ``cpu``, ``cuda``, ``cuda:N`` as given."""
     if str(device) == "auto":
@@ -93,7 +118,7 @@ class Predictor:
 
     def __init__(
         self,
-        model: LSTMClassifier,
+        model: torch.nn.Module,
         vocab: Vocab,
         labels: Sequence[str],
         *,
@@ -109,6 +134,8 @@ class Predictor:
     ) -> None:
         self.device = device or torch.device("cpu")
         self.model = model.to(self.device).eval()
+        self.quantized = any(type(m).__module__.startswith("torch.ao.nn.quantized")
+                             for m in self.model.modules())
         self.vocab = vocab
         self.labels = tuple(labels)
         self.name = name
@@ -131,12 +158,27 @@ class Predictor:
         device: str = "auto",
         max_tokens: int | None = None,
         threshold: float | None = None,
+        quantize: str = "none",
     ) -> Predictor:
-        """Load a verified artifact; *max_tokens*/*threshold* override the artifact's values."""
+        """Load a verified artifact; *max_tokens*/*threshold* override the artifact's values.
+
+        *quantize*: ``none``; ``int8`` (dynamic int8 LSTM and Linear layers, CPU only); ``auto``
+        (int8 on CPU when this torch build has it, else none).
+        """
+        if quantize not in QUANTIZE_MODES:
+            raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}")
         dev = resolve_device(device)
+        if quantize == "int8" and dev.type != "cpu":
+            raise ValueError(f"int8 quantization runs on the CPU only, not on {dev}")
         art = load_artifact(path, map_location="cpu")
-        model = LSTMClassifier(art.model_config)
+        model: torch.nn.Module = LSTMClassifier(art.model_config)
         model.load_state_dict(art.state_dict)  # float16 on disk → float32 parameters
+        if quantize == "int8" or (quantize == "auto" and dev.type == "cpu"):
+            try:
+                model = quantize_int8(model.eval())
+            except ValueError:
+                if quantize == "int8":
+                    raise
         cfg = art.config
         if max_tokens is not None and max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")

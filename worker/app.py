@@ -293,7 +293,8 @@ class Worker:
             m = self.config.model
             try:
                 c: Classifier = Predictor.load(
-                    m.path, device=m.device, max_tokens=m.max_tokens, threshold=m.threshold
+                    m.path, device=m.device, max_tokens=m.max_tokens, threshold=m.threshold,
+                    quantize=m.quantize,
                 )
             except ArtifactError as exc:
                 raise ConfigError(f"model.path: {exc}") from exc
@@ -307,7 +308,8 @@ class Worker:
         for label in c.labels:
             self.metrics.classified.labels(label)
         self.health.model_loaded = True
-        log.info("model %s loaded on %s, labels %s", self._model_id, c.device, list(c.labels))
+        log.info("model %s loaded on %s%s, labels %s", self._model_id, c.device,
+                 " (int8)" if getattr(c, "quantized", False) else "", list(c.labels))
         return c
 
     # -- the main loop -------------------------------------------------------------------------

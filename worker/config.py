@@ -62,6 +62,8 @@ class ModelConfig:
     max_tokens: int | None = None  # None: the artifact's own
     threshold: float | None = None  # None: the artifact's own (chosen on validation)
     threads: int = 0  # torch intra-op threads; 0: one less than the available cores (at least 1)
+    # none | int8 (dynamic int8 LSTM and Linear layers, CPU only) | auto (int8 on CPU, else none)
+    quantize: str = "none"
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ class Config:
 
 _CHOICES = {
     "model.device": None,  # checked by _check_device
+    "model.quantize": ("auto", "none", "int8"),
     "input.format": ("auto", "json", "email", "text"),
     "logging.format": ("json", "text"),
     "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),

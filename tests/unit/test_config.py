@@ -52,6 +52,7 @@ def test_passthrough_mappings_keep_their_keys():
         ("metrics:\n  enabled: maybe\n", "metrics.enabled"),
         ("kafka: [1, 2]\n", "kafka"),
         ("model:\n  threshold: 1.5\n", "model.threshold"),
+        ("model:\n  quantize: int4\n", "model.quantize"),
     ],
 )
 def test_bad_keys_and_values_name_the_key(tmp_path, text, path):

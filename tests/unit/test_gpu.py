@@ -26,6 +26,14 @@ def test_auto_picks_cuda():
     assert Predictor.load("bundled", device="auto").device.type == "cuda"
 
 
+@needs_cuda
+def test_int8_is_cpu_only():
+    # quantize: auto (the worker's default) keeps float32 on the GPU; int8 is refused there.
+    assert not Predictor.load("bundled", device="cuda", quantize="auto").quantized
+    with pytest.raises(ValueError, match="CPU only"):
+        Predictor.load("bundled", device="cuda", quantize="int8")
+
+
 def test_auto_falls_back_to_cpu_without_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert Predictor.load("bundled", device="auto").device.type == "cpu"

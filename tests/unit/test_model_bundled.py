@@ -73,3 +73,22 @@ def test_bundled_handles_empty_and_huge_text(bundled: Predictor) -> None:
     empty, huge = bundled.predict(["", "word " * 300_000])
     assert empty.label in bundled.labels and huge.label in bundled.labels
     assert len(bundled.tokenize("word " * 300_000)) == bundled.max_tokens
+
+
+def test_int8_copy_agrees_with_float32(bundled: Predictor) -> None:
+    """The worker's default on CPU (`model.quantize: auto`) serves the int8 copy: same labels
+    on the bundled model's kinds of text, probabilities within a few hundredths."""
+    int8 = Predictor.load("bundled", device="cpu", quantize="int8")
+    assert int8.quantized and not bundled.quantized
+    assert Predictor.load("bundled", device="cpu", quantize="auto").quantized
+    texts = [email_to_text(SPAM_EMAIL), email_to_text(HAM_EMAIL),
+             "URGENT! You have won a FREE prize! Txt CLAIM to 81010 now",
+             "ok see you at home later", ""]
+    for a, b in zip(bundled.predict(texts), int8.predict(texts), strict=True):
+        assert a.label == b.label
+        assert a.scores == pytest.approx(b.scores, abs=0.05)
+
+
+def test_quantize_mode_is_checked() -> None:
+    with pytest.raises(ValueError, match="quantize must be one of"):
+        Predictor.load("bundled", device="cpu", quantize="int4")
