@@ -68,14 +68,14 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     """
     import warnings
 
-    quantize_dynamic = getattr(getattr(torch, "ao", None), "quantization", None)
-    quantize_dynamic = getattr(quantize_dynamic, "quantize_dynamic", None)
-    if quantize_dynamic is None:
-        raise ValueError("this torch build has no dynamic quantization (torch.ao.quantization)")
     with warnings.catch_warnings():
         # torch announces the move of this API to a separate package; it works as documented.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
+        try:
+            from torch.ao.quantization import quantize_dynamic
+        except ImportError as exc:
+            raise ValueError("this torch build has no dynamic quantization") from exc
         return quantize_dynamic(model, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
 
 
