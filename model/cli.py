@@ -14,6 +14,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+# model.predictor.QUANTIZE_MODES, spelled out so that building the parser does not import torch.
+_QUANTIZE = ("none", "int8", "auto")
+
 __all__ = ["add_commands", "main"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -99,6 +102,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=_default_threads())
+    p.add_argument("--quantize", choices=_QUANTIZE, default="none",
+                   help="int8: dynamic int8 LSTM/Linear layers on CPU (default none)")
     p.set_defaults(func=cmd_predict)
 
     e = subparsers.add_parser(
@@ -117,6 +122,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--threshold", type=float, default=None)
     e.add_argument("--max-tokens", type=int, default=None)
     e.add_argument("--threads", type=int, default=_default_threads())
+    e.add_argument("--quantize", choices=_QUANTIZE, default="none",
+                   help="score with the dynamic int8 copy (the worker's model.quantize)")
     e.set_defaults(func=cmd_eval)
 
 
@@ -173,7 +180,8 @@ def _load_predictor(args: argparse.Namespace) -> Any:
 
     torch.set_num_threads(max(1, args.threads))
     return Predictor.load(
-        args.model, device=args.device, max_tokens=args.max_tokens, threshold=args.threshold
+        args.model, device=args.device, max_tokens=args.max_tokens, threshold=args.threshold,
+        quantize=args.quantize,
     )
 
 

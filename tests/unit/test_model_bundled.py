@@ -92,3 +92,7 @@ def test_int8_copy_agrees_with_float32(bundled: Predictor) -> None:
 def test_quantize_mode_is_checked() -> None:
     with pytest.raises(ValueError, match="quantize must be one of"):
         Predictor.load("bundled", device="cpu", quantize="int4")
+    from model import cli
+    from model.predictor import QUANTIZE_MODES
+
+    assert set(cli._QUANTIZE) == set(QUANTIZE_MODES)  # the CLI's choices, kept torch-free

@@ -116,6 +116,11 @@ def test_binary_model_gets_threshold_and_eval_cli(
         assert key in result
         assert key in result["by_source"]["t"]
     assert result["n"] == 12 and result["f1"] == 1.0
+    code = cli_main(["eval", "--model", str(tmp_path / "art"), "--data", str(data), "--json",
+                     "--quantize", "int8"])
+    assert code == 0
+    int8 = json.loads(capsys.readouterr().out)
+    assert int8["n"] == 12 and int8["roc_auc"] == pytest.approx(result["roc_auc"], abs=0.05)
 
     if importlib.util.find_spec("matplotlib") is not None:
         report = tmp_path / "report"
