@@ -30,10 +30,10 @@ def torch_threads(n: int) -> Any:
         torch.set_num_threads(before)
 
 
-def load_predictor(device: str = "cpu") -> Any:
+def load_predictor(device: str = "cpu", quantize: str = "none") -> Any:
     from model.predictor import Predictor
 
-    return Predictor.load("bundled", device=device)
+    return Predictor.load("bundled", device=device, quantize=quantize)
 
 
 def source_records(messages: Sequence[Message]) -> list[Any]:
@@ -100,7 +100,7 @@ def ceiling(predictor: Any, messages: Sequence[Message], repeats: int,
     (`model.quantize: int8`, `offline_int8_msgs_per_s`)."""
     records = source_records(messages)
     sweep = []
-    for mode, p in (("none", predictor), ("int8", quantized(predictor))):
+    for mode, p in (("none", predictor), ("int8", load_predictor("cpu", "int8"))):
         pipeline_pass(p, records[:128], 64)  # warm-up
         for n in threads:
             with torch_threads(n):
@@ -168,18 +168,6 @@ def model_pass(predictor: Any, ids: Ids, batch_size: int, order: str = "arrival"
             "padding_efficiency": padding_efficiency(chunks, predictor.max_tokens)}
 
 
-def quantized(predictor: Any) -> Any:
-    """The same predictor with dynamic int8 LSTM and Linear layers."""
-    from model.predictor import Predictor, quantize_int8
-
-    return Predictor(quantize_int8(predictor.model), predictor.vocab, predictor.labels,
-                     name=predictor.name, version=predictor.version, device=predictor.device,
-                     max_tokens=predictor.max_tokens, threshold=predictor.threshold,
-                     thresholds=predictor.thresholds,
-                     positive_label=predictor.positive_label,
-                     temperature=predictor.temperature, head_fraction=predictor.head_fraction)
-
-
 def test_metrics(predictor: Any, examples: Sequence[Any]) -> dict[str, Any]:
     from model.evaluate import evaluate, score_examples
 
@@ -207,7 +195,7 @@ def levers(predictor: Any, messages: Sequence[Message], repeats: int,
     # Batch size with one thread (section 1 sweeps both thread counts on the whole pipeline).
     out["batch_size"] = [{"threads": 1, "batch_size": bs, **timed(predictor, bs, n=1)}
                          for bs in batch_sizes]
-    q = quantized(predictor)
+    q = load_predictor("cpu", "int8")
     rows = []
     for n in threads:
         for bs in (1, 64):

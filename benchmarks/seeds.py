@@ -20,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import DATA_DIR  # noqa: E402
-from model.data import Example, example_text  # noqa: E402
-from model.evaluate import load_eval_examples  # noqa: E402
+from model.data import Example  # noqa: E402
+from model.evaluate import load_eval_examples, score_examples  # noqa: E402
 from model.metrics import binary_metrics, choose_thresholds  # noqa: E402
 from model.predictor import Predictor  # noqa: E402
 
@@ -30,16 +30,10 @@ SPLITS = ("val", "test")
 
 def log_odds(predictor: Predictor, examples: Sequence[Example]) -> tuple[list[float], list[str]]:
     """log(p / (1 − p)) of the positive label per example, and each example's kind."""
-    ids = [predictor.tokenize(example_text(ex)) for ex in examples]
     pos = predictor.labels.index(predictor.positive_label or predictor.labels[-1])
-    out = [0.0] * len(ids)
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # less padding per batch
-    for start in range(0, len(order), 64):
-        idx = order[start : start + 64]
-        p = predictor.probabilities([ids[i] for i in idx])[:, pos].clamp(1e-7, 1 - 1e-7)
-        for i, v in zip(idx, (p.log() - (-p).log1p()).tolist(), strict=True):
-            out[i] = v
-    return out, [predictor.kind_of(s) for s in ids]
+    rows = score_examples(predictor, examples)
+    p = [min(max(r.probs[pos], 1e-7), 1 - 1e-7) for r in rows]
+    return [math.log(q / (1 - q)) for q in p], [r.kind for r in rows]
 
 
 def main(argv: list[str] | None = None) -> int:
