@@ -106,7 +106,7 @@ class _Outgoing:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
-    on_ack: Callable[[], None]
+    on_ack: Callable[[object], None]  # called with the broker's acknowledgement (unused)
     source: SourceRecord
     is_result: bool
     attempts: int = 0
@@ -115,17 +115,17 @@ class _Outgoing:
 class _Completion:
     """Marks a record done once all its outputs (result and routed copy) are acknowledged."""
 
-    def __init__(self, parts: int, done: Callable[[], None]) -> None:
+    def __init__(self, parts: int, done: Callable[[object], None]) -> None:
         self._left = parts
         self._lock = threading.Lock()
         self._done = done
 
-    def ack(self) -> None:
+    def ack(self, metadata: object) -> None:
         with self._lock:
             self._left -= 1
             finished = self._left == 0
         if finished:
-            self._done()
+            self._done(metadata)
 
 
 def inference_threads(configured: int) -> int:
@@ -464,7 +464,7 @@ class Worker:
             request, label, prediction.score, prediction.scores, self._model_id, classified_at_ms
         )
         record = request.record
-        done: Callable[[], None] = partial(self._done_classified, record, label)
+        done: Callable[[object], None] = partial(self._done_classified, record, label)
         routed = self.config.output.routes.get(label)
         if routed:  # the record is done once both copies are acknowledged
             done = _Completion(2, done).ack
@@ -482,7 +482,7 @@ class Worker:
             record.key,
             value,
             codec.dead_letter_headers(rejection),
-            lambda: self._done_dead_letter(record, rejection.reason),
+            partial(self._done_dead_letter, record, rejection.reason),
             record,
             False,
         ))
@@ -495,7 +495,7 @@ class Worker:
         except Exception as exc:  # e.g. metadata for a missing topic timed out
             self._send_failed(out, exc)
             return
-        future.add_callback(lambda _metadata: out.on_ack())
+        future.add_callback(out.on_ack)  # no wrapper: one call less per record
         future.add_errback(lambda exc: self._send_failed(out, exc))
 
     def _send_failed(self, out: _Outgoing, exc: BaseException) -> None:
@@ -504,7 +504,7 @@ class Worker:
             if out.is_result:
                 # The result itself is too large (huge input headers): dead-letter the input.
                 self._dead_letter(Rejection(out.source, codec.OUTPUT_TOO_LARGE, str(exc)))
-                out.on_ack()  # the dead letter stands for this output
+                out.on_ack(None)  # the dead letter stands for this output
                 return
             smaller = _smaller_dead_letter(out)
             if smaller is not None:
@@ -526,7 +526,7 @@ class Worker:
         for out in due:
             self._send(out)
 
-    def _done_classified(self, record: SourceRecord, label: str) -> None:
+    def _done_classified(self, record: SourceRecord, label: str, _metadata: object) -> None:
         counter = self._classified_counters.get(label)
         if counter is None:  # labels() takes a lock and builds a key: once per label
             counter = self._classified_counters[label] = self.metrics.classified.labels(label)
@@ -537,7 +537,7 @@ class Worker:
             )
         self._tracker.ack((record.topic, record.partition), record.offset)
 
-    def _done_dead_letter(self, record: SourceRecord, reason: str) -> None:
+    def _done_dead_letter(self, record: SourceRecord, reason: str, _metadata: object) -> None:
         self.metrics.dead_lettered.labels(reason).inc()
         self._tracker.ack((record.topic, record.partition), record.offset)
 

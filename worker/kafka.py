@@ -121,14 +121,11 @@ def source_record(record: ConsumerRecord) -> SourceRecord:
     headers: Headers = ()
     if record.headers:
         headers = tuple((name, value or b"") for name, value in record.headers)
+    timestamp_ms = record.timestamp if record.timestamp is not None else -1
+    # Positional: this runs once per consumed record.
     return SourceRecord(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        timestamp_ms=record.timestamp if record.timestamp is not None else -1,
-        key=record.key,
-        value=record.value,
-        headers=headers,
+        record.topic, record.partition, record.offset, timestamp_ms, record.key, record.value,
+        headers,
     )
 
 
