@@ -418,20 +418,27 @@ def _passthrough_section(r: dict[str, Any]) -> list[str]:
     L += ["The worker with a classifier that does nothing "
           "(`benchmarks/worker_proc.py --noop`): the Kafka path's own ceiling — poll, decode, "
           "batch, encode the result, produce, acknowledge, commit.", ""]
-    L += _table(["backlog", "records", "msgs/s"], [
+    def runs(key: str) -> str:
+        rates = _get(p, key, "runs_msgs_per_s") or []
+        return ", ".join(_n(v) for v in rates) if len(rates) > 1 else ""
+
+    L += _table(["backlog", "records", "msgs/s (median)", "each run"], [
         ["the benchmark messages, repeated", _n(_get(p, "mix", "backlog")),
-         _n(p.get("passthrough_msgs_per_s"))],
+         _n(p.get("passthrough_msgs_per_s")), runs("mix")],
         ["short SMS-like JSON messages", _n(_get(p, "short", "backlog")),
-         _n(p.get("passthrough_short_msgs_per_s"))],
+         _n(p.get("passthrough_short_msgs_per_s")), runs("short")],
+        ["short, while profiled (below)", _n(_get(p, "short_profiled", "backlog")),
+         _n(_get(p, "short_profiled", "msgs_per_s")), ""],
         [f"short, `kafka.producer: {_get(p, 'short_linger', 'kafka.producer')}`",
-         _n(_get(p, "short_linger", "backlog")), _n(_get(p, "short_linger", "msgs_per_s"))],
+         _n(_get(p, "short_linger", "backlog")), _n(_get(p, "short_linger", "msgs_per_s")), ""],
     ] + ([[f"the benchmark messages, {_get(p, 'mix_crc_variant', 'variant')}",
            _n(_get(p, "mix_crc_variant", "backlog")),
-           _n(_get(p, "mix_crc_variant", "msgs_per_s"))]] if p.get("mix_crc_variant") else []))
+           _n(_get(p, "mix_crc_variant", "msgs_per_s")), ""]] if p.get("mix_crc_variant") else []))
     prof = p.get("profile") or {}
     if prof.get("samples"):
-        L += [f"Profile of the short-message drain (py-spy, {prof['samples']} CPU-busy samples "
-              "at 200 Hz, all threads). Share of samples by thread:", ""]
+        L += [f"Profile of a separate short-message drain (py-spy `--gil`, {prof['samples']} "
+              "samples at 200 Hz of the thread holding the GIL: the Kafka path is bound by it). "
+              "Share of samples by thread:", ""]
         L += _table(["thread", "% of samples"],
                     [[k, v] for k, v in prof.get("threads_pct", {}).items()])
         L += ["Hot spots, self time (the function itself):", ""]

@@ -171,10 +171,15 @@ def py_spy() -> str | None:
 
 
 def start_profile(pid: int, seconds: float, path: Path) -> subprocess.Popen[bytes]:
-    """Sample the worker with py-spy (all threads, CPU-busy samples only)."""
+    """Sample the worker with py-spy: the thread holding the GIL at each sample.
+
+    The Kafka path is bound by the GIL, not by a core: GIL samples show what competes for it,
+    where CPU-busy samples would also count threads waiting in select() or on a lock. The
+    sampler takes CPU itself, so a profiled run is never the one whose throughput is reported.
+    """
     return subprocess.Popen(
         [py_spy() or "py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)),
-         "--rate", "200", "--format", "raw", "--threads", "--nonblocking",
+         "--rate", "200", "--format", "raw", "--threads", "--nonblocking", "--gil",
          "--output", str(path)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
