@@ -14,8 +14,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-# model.predictor.QUANTIZE_MODES, spelled out so that building the parser does not import torch.
+# model.predictor.QUANTIZE_MODES and model.lstm.POOLINGS, spelled out so that building the parser
+# does not import torch (a unit test keeps them equal).
 _QUANTIZE = ("none", "int8", "auto")
+_POOLINGS = ("max_mean", "last", "attention")
 
 __all__ = ["add_commands", "main"]
 
@@ -65,6 +67,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--embed-dim", type=int, default=96)
     t.add_argument("--hidden-dim", type=int, default=96)
     t.add_argument("--unidirectional", action="store_true", help="one LSTM direction only")
+    t.add_argument(
+        "--pooling",
+        choices=_POOLINGS,
+        default="max_mean",
+        help="LSTM states → one vector: max- and mean-pool, last states, or attention "
+        "(default max_mean)",
+    )
     t.add_argument(
         "--no-bag-logits",
         action="store_true",
@@ -155,6 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         embed_dim=args.embed_dim,
         hidden_dim=args.hidden_dim,
         bidirectional=not args.unidirectional,
+        pooling=args.pooling,
         bag_logits=not args.no_bag_logits,
         dropout=args.dropout,
         patience=args.patience,

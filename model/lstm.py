@@ -14,7 +14,11 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-__all__ = ["LSTMConfig", "LSTMClassifier"]
+__all__ = ["LSTMConfig", "LSTMClassifier", "POOLINGS"]
+
+# How the LSTM states of a text become one vector: "max_mean" = max- and mean-pool over time,
+# "last" = the final state of each direction, "attention" = a learned weighting of the states.
+POOLINGS = ("max_mean", "last", "attention")
 
 
 @dataclass
@@ -26,12 +30,17 @@ class LSTMConfig:
     num_layers: int = 1  # stacked LSTM layers
     bidirectional: bool = True  # read the text both ways (the tail of a message matters too)
     dropout: float = 0.3  # on embeddings and on the pooled features, training only
+    pooling: str = "max_mean"  # one of POOLINGS
     pool_embeddings: bool = True  # also max-pool the raw embeddings: a cheap bag-of-words path
     # A learned logit per (token, label), summed over the text's distinct tokens and added to the
     # head's logits: a linear bag-of-words beside the LSTM ("wide and deep"). Rare but telling
     # tokens (a mailer's name, a relay host) count even where pooled LSTM states blur them.
     bag_logits: bool = False
     pad_id: int = 0  # id whose embedding stays zero
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, not {self.pooling!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,8 +72,14 @@ class LSTMClassifier(nn.Module):
             dropout=c.dropout if c.num_layers > 1 else 0.0,
         )
         directions = 2 if c.bidirectional else 1
-        # max-pool and mean-pool of the LSTM states, plus optionally max-pool of embeddings
-        features = 2 * directions * c.hidden_dim + (c.embed_dim if c.pool_embeddings else 0)
+        state = directions * c.hidden_dim
+        # The pooled LSTM states (two vectors for max_mean), plus optionally max-pooled embeddings
+        features = (2 * state if c.pooling == "max_mean" else state) + (
+            c.embed_dim if c.pool_embeddings else 0
+        )
+        self.attention: nn.Linear | None = None
+        if c.pooling == "attention":
+            self.attention = nn.Linear(state, 1)  # one relevance score per position
         self.dropout = nn.Dropout(c.dropout)
         self.head = nn.Linear(features, c.num_labels)
         self.bag: nn.Embedding | None = None
@@ -78,14 +93,26 @@ class LSTMClassifier(nn.Module):
         lengths = lengths.clamp(min=1, max=T)
         emb = self.dropout(self.embedding(ids))  # (B, T, E)
         packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, _ = self.lstm(packed)
+        out, (last, _) = self.lstm(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, D*H)
         mask = torch.arange(T, device=ids.device)[None, :] < lengths[:, None]  # (B, T)
         mask3 = mask.unsqueeze(-1)  # (B, T, 1)
         neg = torch.finfo(out.dtype).min
-        max_pool = out.masked_fill(~mask3, neg).amax(dim=1)  # (B, D*H)
-        mean_pool = out.sum(dim=1) / lengths.to(out.dtype).unsqueeze(-1)  # pads are zeros
-        pooled = [max_pool, mean_pool]
+        pooling = self.config.pooling
+        if pooling == "max_mean":
+            max_pool = out.masked_fill(~mask3, neg).amax(dim=1)  # (B, D*H)
+            mean_pool = out.sum(dim=1) / lengths.to(out.dtype).unsqueeze(-1)  # pads are zeros
+            pooled = [max_pool, mean_pool]
+        elif pooling == "last":
+            # (layers * D, B, H) → the top layer's states; packing makes the forward state the
+            # one at each text's own last token, and the backward state the one at its first.
+            top = last[-(2 if self.config.bidirectional else 1) :]
+            pooled = [top.transpose(0, 1).reshape(B, -1)]  # (B, D*H)
+        else:
+            assert self.attention is not None
+            scores = self.attention(out).squeeze(-1).masked_fill(~mask, neg)  # (B, T)
+            weights = scores.softmax(dim=1).unsqueeze(-1)  # (B, T, 1), zero on padding
+            pooled = [(weights * out).sum(dim=1)]  # (B, D*H)
         if self.config.pool_embeddings:
             pooled.append(emb.masked_fill(~mask3, neg).amax(dim=1))  # (B, E)
         logits = self.head(self.dropout(torch.cat(pooled, dim=-1)))  # (B, L)

@@ -58,6 +58,7 @@ class TrainOptions:
     embed_dim: int = 96
     hidden_dim: int = 96
     bidirectional: bool = True
+    pooling: str = "max_mean"  # see model.lstm.POOLINGS
     pool_embeddings: bool = True
     bag_logits: bool = True
     dropout: float = 0.3
@@ -292,6 +293,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
         hidden_dim=opts.hidden_dim,
         bidirectional=opts.bidirectional,
         dropout=opts.dropout,
+        pooling=opts.pooling,
         pool_embeddings=opts.pool_embeddings,
         bag_logits=opts.bag_logits,
         pad_id=PAD_ID,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from model.artifact import ArtifactError, load_artifact, save_artifact
-from model.lstm import LSTMClassifier, LSTMConfig
+from model.lstm import POOLINGS, LSTMClassifier, LSTMConfig
 from model.predictor import Predictor, decide, pad_batch, resolve_device
 from model.tokenizer import Vocab
 
@@ -17,7 +17,10 @@ WORDS = ["free", "prize", "call", "now", "meeting", "lunch", "tomorrow", "report
 
 
 def _tiny(
-    bidirectional: bool = True, num_labels: int = 2, bag_logits: bool = False
+    bidirectional: bool = True,
+    num_labels: int = 2,
+    bag_logits: bool = False,
+    pooling: str = "max_mean",
 ) -> tuple[LSTMClassifier, Vocab]:
     torch.manual_seed(0)
     vocab = Vocab(["<pad>", "<unk>", *WORDS])
@@ -28,6 +31,7 @@ def _tiny(
         hidden_dim=6,
         bidirectional=bidirectional,
         bag_logits=bag_logits,
+        pooling=pooling,
     )
     model = LSTMClassifier(cfg).eval()
     if model.bag is not None:
@@ -60,10 +64,21 @@ def test_pad_batch_empty_batch() -> None:
     assert ids.shape == (0, 1) and lengths.shape == (0,)
 
 
-@pytest.mark.parametrize(("bidirectional", "bag_logits"), [(True, False), (False, False),
-                                                           (True, True)])
-def test_scores_do_not_depend_on_batch_padding(bidirectional: bool, bag_logits: bool) -> None:
-    model, _ = _tiny(bidirectional, bag_logits=bag_logits)
+@pytest.mark.parametrize(
+    ("bidirectional", "bag_logits", "pooling"),
+    [
+        (True, False, "max_mean"),
+        (False, False, "max_mean"),
+        (True, True, "max_mean"),
+        (True, False, "last"),
+        (False, False, "last"),
+        (True, False, "attention"),
+    ],
+)
+def test_scores_do_not_depend_on_batch_padding(
+    bidirectional: bool, bag_logits: bool, pooling: str
+) -> None:
+    model, _ = _tiny(bidirectional, bag_logits=bag_logits, pooling=pooling)
     short = [2, 3, 4]
     alone = model(*pad_batch([short]))
     with_long = model(*pad_batch([short, list(range(2, 12)) * 5]))
@@ -87,10 +102,35 @@ def test_bag_logits_count_each_distinct_token_once() -> None:
     assert torch.allclose(got[0], want) and torch.allclose(got[1], want)
 
 
-def test_forward_shape() -> None:
-    model, _ = _tiny(num_labels=3)
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_forward_shape(pooling: str) -> None:
+    model, _ = _tiny(num_labels=3, pooling=pooling)
     logits = model(*pad_batch([[2, 3], [4, 5, 6, 7], []]))
     assert logits.shape == (3, 3)  # (B, L)
+
+
+def test_last_pooling_takes_each_directions_final_state() -> None:
+    model, _ = _tiny(bidirectional=True, pooling="last")
+    seq = [2, 3, 4, 5]
+    got = model(*pad_batch([seq, list(range(2, 12))]))[0]  # padded beside a longer text
+    # By hand, on the unpadded text: the forward state after the last token and the backward
+    # state after reading back to the first, then the embeddings' max-pool, then the head.
+    with torch.no_grad():
+        emb = model.embedding(torch.tensor([seq]))
+        out, _ = model.lstm(emb)
+        hidden = model.config.hidden_dim
+        state = torch.cat([out[0, -1, :hidden], out[0, 0, hidden:]])
+        features = torch.cat([state, emb[0].amax(dim=0)])
+        want = model.head(features)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_unknown_pooling_is_rejected() -> None:
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        LSTMConfig(pooling="mean")
+    from model import cli
+
+    assert set(cli._POOLINGS) == set(POOLINGS)  # the CLI's choices, kept torch-free
 
 
 def test_decide_threshold_and_argmax() -> None:
