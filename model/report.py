@@ -101,7 +101,11 @@ def write_report(out: Path, result: dict[str, Any], rows: Sequence[Scored], pred
         fig, ax = plt.subplots(figsize=(6, 4))
         for name in labels:
             ax.hist([r.probs[pos] for r in rows if r.label == name], bins=50, alpha=0.6, label=name)
-        ax.axvline(threshold, color="k", linestyle="--", label="threshold")
+        # One line per kind of text when the model has per-kind thresholds (email, text).
+        cuts = sorted((result.get("thresholds") or {"": threshold}).items())
+        for (kind, cut), style in zip(cuts, ("--", ":", "-.", (0, (1, 4))), strict=False):
+            name = f"threshold ({kind})" if kind else "threshold"
+            ax.axvline(cut, color="k", linestyle=style, label=f"{name} {cut:.3g}")
         ax.set_yscale("log")
         ax.set(xlabel=f"p({positive})", ylabel="messages")
         ax.legend()
