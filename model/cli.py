@@ -17,7 +17,7 @@ from typing import Any
 # model.predictor.QUANTIZE_MODES and model.lstm.POOLINGS, spelled out so that building the parser
 # does not import torch (a unit test keeps them equal).
 _QUANTIZE = ("none", "int8", "auto")
-_POOLINGS = ("max_mean", "last", "attention")
+_POOLINGS = ("max_mean", "last", "attention", "all")
 
 __all__ = ["add_commands", "main"]
 
@@ -71,8 +71,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--pooling",
         choices=_POOLINGS,
         default="max_mean",
-        help="LSTM states → one vector: max- and mean-pool, last states, or attention "
-        "(default max_mean)",
+        help="LSTM states → one vector: max- and mean-pool, last states, attention, or all "
+        "four side by side (default max_mean)",
     )
     t.add_argument(
         "--no-bag-logits",

@@ -17,8 +17,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 __all__ = ["LSTMConfig", "LSTMClassifier", "POOLINGS"]
 
 # How the LSTM states of a text become one vector: "max_mean" = max- and mean-pool over time,
-# "last" = the final state of each direction, "attention" = a learned weighting of the states.
-POOLINGS = ("max_mean", "last", "attention")
+# "last" = the final state of each direction, "attention" = a learned weighting of the states,
+# "all" = the four side by side.
+POOLINGS = ("max_mean", "last", "attention", "all")
 
 
 @dataclass
@@ -74,11 +75,10 @@ class LSTMClassifier(nn.Module):
         directions = 2 if c.bidirectional else 1
         state = directions * c.hidden_dim
         # The pooled LSTM states (two vectors for max_mean), plus optionally max-pooled embeddings
-        features = (2 * state if c.pooling == "max_mean" else state) + (
-            c.embed_dim if c.pool_embeddings else 0
-        )
+        pooled_states = {"max_mean": 2, "last": 1, "attention": 1, "all": 4}[c.pooling]
+        features = pooled_states * state + (c.embed_dim if c.pool_embeddings else 0)
         self.attention: nn.Linear | None = None
-        if c.pooling == "attention":
+        if c.pooling in ("attention", "all"):
             self.attention = nn.Linear(state, 1)  # one relevance score per position
         self.dropout = nn.Dropout(c.dropout)
         self.head = nn.Linear(features, c.num_labels)
@@ -99,20 +99,19 @@ class LSTMClassifier(nn.Module):
         mask3 = mask.unsqueeze(-1)  # (B, T, 1)
         neg = torch.finfo(out.dtype).min
         pooling = self.config.pooling
-        if pooling == "max_mean":
-            max_pool = out.masked_fill(~mask3, neg).amax(dim=1)  # (B, D*H)
-            mean_pool = out.sum(dim=1) / lengths.to(out.dtype).unsqueeze(-1)  # pads are zeros
-            pooled = [max_pool, mean_pool]
-        elif pooling == "last":
+        pooled = []  # each (B, D*H)
+        if pooling in ("max_mean", "all"):
+            pooled.append(out.masked_fill(~mask3, neg).amax(dim=1))
+            pooled.append(out.sum(dim=1) / lengths.to(out.dtype).unsqueeze(-1))  # pads are zeros
+        if pooling in ("last", "all"):
             # (layers * D, B, H) → the top layer's states; packing makes the forward state the
             # one at each text's own last token, and the backward state the one at its first.
             top = last[-(2 if self.config.bidirectional else 1) :]
-            pooled = [top.transpose(0, 1).reshape(B, -1)]  # (B, D*H)
-        else:
-            assert self.attention is not None
+            pooled.append(top.transpose(0, 1).reshape(B, -1))
+        if self.attention is not None:
             scores = self.attention(out).squeeze(-1).masked_fill(~mask, neg)  # (B, T)
             weights = scores.softmax(dim=1).unsqueeze(-1)  # (B, T, 1), zero on padding
-            pooled = [(weights * out).sum(dim=1)]  # (B, D*H)
+            pooled.append((weights * out).sum(dim=1))
         if self.config.pool_embeddings:
             pooled.append(emb.masked_fill(~mask3, neg).amax(dim=1))  # (B, E)
         logits = self.head(self.dropout(torch.cat(pooled, dim=-1)))  # (B, L)

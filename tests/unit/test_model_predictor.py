@@ -73,6 +73,7 @@ def test_pad_batch_empty_batch() -> None:
         (True, False, "last"),
         (False, False, "last"),
         (True, False, "attention"),
+        (True, True, "all"),
     ],
 )
 def test_scores_do_not_depend_on_batch_padding(
