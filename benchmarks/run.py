@@ -305,4 +305,3 @@ def median_rate(sessions: list[dict[str, Any]]) -> tuple[float | None, list[floa
 
 if __name__ == "__main__":
     sys.exit(main())
-

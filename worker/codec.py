@@ -195,7 +195,9 @@ def encode_result(
     score = float(round(score, 6))
     text = _json_str
     total = score + sum(rounded)
-    if total - total == 0.0:  # all finite (a NaN or an infinity makes the sum non-finite)
+    # A NaN or an infinity among the scores makes the sum non-finite. (So does a sum that
+    # overflows; json.dumps below then writes the same bytes as the fast path would.)
+    if total - total == 0.0:
         # The bytes json.dumps writes for the dict below, built directly (repr is json's float
         # spelling): json.dumps was the largest single cost of publishing a result.
         pairs = ", ".join([f"{text(n)}: {v!r}" for n, v in zip(scores, rounded, strict=True)])
