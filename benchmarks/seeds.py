@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import DATA_DIR  # noqa: E402
 from model.data import Example  # noqa: E402
-from model.evaluate import load_eval_examples, score_examples  # noqa: E402
+from model.evaluate import corpus_of, load_eval_examples, score_examples  # noqa: E402
 from model.metrics import binary_metrics, choose_thresholds  # noqa: E402
 from model.predictor import Predictor  # noqa: E402
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 p = [1 / (1 + math.exp(-sum(scored[split][k][0][i] for k in combo) / len(combo)))
                      for i in range(len(exs))]
                 truth = [ex.label == "spam" for ex in exs]
-                corpora = [ex.source.split("/", 1)[0] for ex in exs]
+                corpora = [corpus_of(ex.source) for ex in exs]
                 if split == "val":
                     thresholds = choose_thresholds(truth, p, kinds, corpora, 0.005)
                 cuts = [thresholds.get(k, 0.5) for k in kinds]

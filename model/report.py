@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from model.evaluate import Scored
+from model.evaluate import Scored, corpus_of
 
 __all__ = ["plotting_available", "write_report"]
 
@@ -74,8 +74,8 @@ def write_report(out: Path, result: dict[str, Any], rows: Sequence[Scored], pred
         pos = labels.index(positive)
         threshold = result["threshold"]
         groups = {"all": list(rows)}
-        for src in sorted({r.source.split("/", 1)[0] for r in rows}):
-            groups[src] = [r for r in rows if r.source.split("/", 1)[0] == src]
+        for src in sorted({corpus_of(r.source) for r in rows}):
+            groups[src] = [r for r in rows if corpus_of(r.source) == src]
         fig_roc, ax_roc = plt.subplots(figsize=(5, 4))
         fig_pr, ax_pr = plt.subplots(figsize=(5, 4))
         for name, subset in groups.items():

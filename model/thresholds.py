@@ -21,7 +21,7 @@ from typing import Any
 
 from model.artifact import load_artifact, update_config
 from model.data import example_text
-from model.evaluate import load_eval_examples
+from model.evaluate import corpus_of, load_eval_examples
 from model.metrics import binary_metrics, choose_thresholds
 from model.predictor import KINDS, Predictor
 
@@ -51,7 +51,7 @@ def choose_for_artifact(
             p[i] = v
     truth = [ex.label == positive for ex in examples]
     kinds = [predictor.kind_of(s) for s in ids]
-    groups = [ex.source.split("/", 1)[0] for ex in examples]
+    groups = [corpus_of(ex.source) for ex in examples]
     shared = predictor.threshold if predictor.threshold is not None else 0.5
     chosen = choose_thresholds(truth, p, kinds, groups, max_ham_loss)
     thresholds = {k: chosen.get(k, shared) for k in KINDS}

@@ -27,6 +27,7 @@ from torch import nn
 from model import email
 from model.artifact import save_artifact, sha256_file
 from model.data import Example, example_text, iter_examples
+from model.evaluate import corpus_of
 from model.lstm import LSTMClassifier, LSTMConfig
 from model.metrics import (
     binary_metrics,
@@ -38,7 +39,7 @@ from model.metrics import (
 from model.predictor import EMAIL_FIRST_TOKENS, KINDS, kind_of, pad_batch
 from model.tokenizer import PAD_ID, TOKENIZER_VERSION, UNK_ID, Vocab, tokenize
 
-__all__ = ["TrainOptions", "train", "load_splits", "corpus_of"]
+__all__ = ["TrainOptions", "train", "load_splits"]
 
 
 @dataclass
@@ -79,11 +80,6 @@ class TrainOptions:
     max_minutes: float | None = None  # wall-clock budget: no epoch is started that would cross it
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def corpus_of(source: str) -> str:
-    """Top-level source name: ``spamassassin/easy-ham-1`` → ``spamassassin``."""
-    return source.split("/", 1)[0]
 
 
 def _split_of(ex: Example) -> str:
