@@ -79,6 +79,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="LSTM head only, without the per-token logit table beside it",
     )
+    t.add_argument(
+        "--bag-bigrams",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also learn a logit per adjacent token pair, hashed into N buckets (default 0: none)",
+    )
     t.add_argument("--dropout", type=float, default=0.3)
     t.add_argument("--patience", type=int, default=2, help="early-stopping patience (epochs)")
     t.add_argument(
@@ -166,6 +173,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         bidirectional=not args.unidirectional,
         pooling=args.pooling,
         bag_logits=not args.no_bag_logits,
+        bag_bigrams=args.bag_bigrams,
         dropout=args.dropout,
         patience=args.patience,
         select=args.select,

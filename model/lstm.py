@@ -7,6 +7,7 @@ text's logits do not depend on how long the other texts in its batch are.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -37,11 +38,16 @@ class LSTMConfig:
     # head's logits: a linear bag-of-words beside the LSTM ("wide and deep"). Rare but telling
     # tokens (a mailer's name, a relay host) count even where pooled LSTM states blur them.
     bag_logits: bool = False
+    # Hash buckets of a second table, one logit per (adjacent token pair, label), summed over the
+    # text's distinct pairs like the token table ("click here", "std chgs"); 0 = none.
+    bag_bigrams: int = 0
     pad_id: int = 0  # id whose embedding stays zero
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {self.pooling!r}")
+        if self.bag_bigrams < 0:
+            raise ValueError(f"bag_bigrams must be ≥ 0, not {self.bag_bigrams}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +64,8 @@ class LSTMConfig:
 
 class LSTMClassifier(nn.Module):
     """Token ids (B, T) and lengths (B,) → logits (B, num_labels)."""
+
+    known_bigrams: torch.Tensor  # (bag_bigrams,) bool buffer, present when bag_bigrams > 0
 
     def __init__(self, config: LSTMConfig) -> None:
         super().__init__()
@@ -86,6 +94,13 @@ class LSTMClassifier(nn.Module):
         if c.bag_logits:
             self.bag = nn.Embedding(c.vocab_size, c.num_labels, padding_idx=c.pad_id)
             nn.init.zeros_(self.bag.weight)  # starts as the plain LSTM classifier
+        self.bigrams: nn.Embedding | None = None
+        if c.bag_bigrams:
+            self.bigrams = nn.Embedding(c.bag_bigrams, c.num_labels)
+            nn.init.zeros_(self.bigrams.weight)
+            # Buckets of the pairs seen often enough in training (see learn_bigrams); others are
+            # ignored, so that the table cannot memorise single training texts by their rare pairs.
+            self.register_buffer("known_bigrams", torch.ones(c.bag_bigrams, dtype=torch.bool))
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """ids (B, T) long, lengths (B,) long with 1 ≤ length ≤ T → logits (B, L)."""
@@ -116,14 +131,48 @@ class LSTMClassifier(nn.Module):
             pooled.append(emb.masked_fill(~mask3, neg).amax(dim=1))  # (B, E)
         logits = self.head(self.dropout(torch.cat(pooled, dim=-1)))  # (B, L)
         if self.bag is not None:
-            logits = logits + self._bag_logits(ids)
+            logits = logits + _distinct_sum(self.bag, ids, ids != self.config.pad_id)
+        if self.bigrams is not None and T > 1:
+            pairs, valid = self.bigram_ids(ids)
+            logits = logits + _distinct_sum(self.bigrams, pairs, valid)
         return logits
 
-    def _bag_logits(self, ids: torch.Tensor) -> torch.Tensor:
-        """Sum of the bag table over each row's distinct token ids (padding contributes zero)."""
-        assert self.bag is not None
-        ordered, _ = ids.sort(dim=1)
-        first = torch.ones_like(ordered, dtype=torch.bool)
-        first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]  # one count per distinct token
-        keep = first & (ordered != self.config.pad_id)
-        return (self.bag(ordered) * keep.unsqueeze(-1)).sum(dim=1)  # (B, L)
+    def bigram_ids(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bucket of each adjacent token pair (B, T-1), and which pairs are real (no padding).
+
+        A fixed multiplicative hash of the two ids: stored models keep meaning the same pairs."""
+        first, second = ids[:, :-1], ids[:, 1:]
+        buckets = (first * _PAIR_MULTIPLIER + second) % self.config.bag_bigrams
+        pad = self.config.pad_id
+        return buckets, (first != pad) & (second != pad) & self.known_bigrams[buckets]
+
+    @torch.no_grad()
+    def learn_bigrams(self, texts: Sequence[Sequence[int]], min_texts: int = 2) -> int:
+        """Keep only the pair buckets that occur in at least `min_texts` of the training texts;
+        returns how many are kept."""
+        buckets = self.config.bag_bigrams
+        if not buckets:
+            raise ValueError("this model has no bigram table (bag_bigrams = 0)")
+        self.known_bigrams.fill_(True)
+        texts_with = torch.zeros(buckets, dtype=torch.long)
+        for seq in texts:
+            if len(seq) > 1:
+                pairs, valid = self.bigram_ids(torch.tensor([list(seq)]))
+                texts_with[pairs[valid].unique()] += 1
+        self.known_bigrams.copy_(texts_with >= min_texts)
+        return int(self.known_bigrams.sum())
+
+
+# Odd and large (2^32 / golden ratio): spreads (first, second) over the buckets; with ids below
+# 2^31 the product stays far inside int64.
+_PAIR_MULTIPLIER = 2_654_435_761
+
+
+def _distinct_sum(table: nn.Embedding, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Sum of `table` rows over each row's distinct valid ids (B, N) → (B, L)."""
+    ids = ids.masked_fill(~valid, -1)  # invalid ids sort first and are dropped below
+    ordered, _ = ids.sort(dim=1)
+    first = torch.ones_like(ordered, dtype=torch.bool)
+    first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]  # one count per distinct id
+    keep = first & (ordered >= 0)
+    return (table(ordered.clamp(min=0)) * keep.unsqueeze(-1)).sum(dim=1)

@@ -62,6 +62,7 @@ class TrainOptions:
     pooling: str = "max_mean"  # see model.lstm.POOLINGS
     pool_embeddings: bool = True
     bag_logits: bool = True
+    bag_bigrams: int = 0  # hash buckets of the token-pair logit table; 0 = none
     dropout: float = 0.3
     # Exponential moving average of the weights (per step), used for validation and the artifact:
     # smooths the epoch-to-epoch swings of the validation ranking. 0 turns it off.
@@ -292,9 +293,13 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
         pooling=opts.pooling,
         pool_embeddings=opts.pool_embeddings,
         bag_logits=opts.bag_logits,
+        bag_bigrams=opts.bag_bigrams,
         pad_id=PAD_ID,
     )
     model = LSTMClassifier(config)
+    if opts.bag_bigrams:
+        kept = model.learn_bigrams(train_ids, min_texts=2)
+        say(f"token pairs: {kept} of {opts.bag_bigrams} buckets seen in ≥ 2 train texts")
     # Balanced class weights: every label contributes equally to the loss.
     counts = Counter(y_train)
     weights = torch.tensor([len(y_train) / (len(labels) * counts[k]) for k in range(len(labels))])

@@ -21,6 +21,7 @@ def _tiny(
     num_labels: int = 2,
     bag_logits: bool = False,
     pooling: str = "max_mean",
+    bag_bigrams: int = 0,
 ) -> tuple[LSTMClassifier, Vocab]:
     torch.manual_seed(0)
     vocab = Vocab(["<pad>", "<unk>", *WORDS])
@@ -32,12 +33,15 @@ def _tiny(
         bidirectional=bidirectional,
         bag_logits=bag_logits,
         pooling=pooling,
+        bag_bigrams=bag_bigrams,
     )
     model = LSTMClassifier(cfg).eval()
-    if model.bag is not None:
-        with torch.no_grad():  # trained tables are not zero; the padding row stays zero
+    with torch.no_grad():  # trained tables are not zero; the padding row stays zero
+        if model.bag is not None:
             model.bag.weight.normal_()
             model.bag.weight[cfg.pad_id] = 0.0
+        if model.bigrams is not None:
+            model.bigrams.weight.normal_()
     return model, vocab
 
 
@@ -65,21 +69,22 @@ def test_pad_batch_empty_batch() -> None:
 
 
 @pytest.mark.parametrize(
-    ("bidirectional", "bag_logits", "pooling"),
+    ("bidirectional", "bag_logits", "pooling", "bag_bigrams"),
     [
-        (True, False, "max_mean"),
-        (False, False, "max_mean"),
-        (True, True, "max_mean"),
-        (True, False, "last"),
-        (False, False, "last"),
-        (True, False, "attention"),
-        (True, True, "all"),
+        (True, False, "max_mean", 0),
+        (False, False, "max_mean", 0),
+        (True, True, "max_mean", 0),
+        (True, True, "max_mean", 64),
+        (True, False, "last", 0),
+        (False, False, "last", 0),
+        (True, False, "attention", 0),
+        (True, True, "all", 0),
     ],
 )
 def test_scores_do_not_depend_on_batch_padding(
-    bidirectional: bool, bag_logits: bool, pooling: str
+    bidirectional: bool, bag_logits: bool, pooling: str, bag_bigrams: int
 ) -> None:
-    model, _ = _tiny(bidirectional, bag_logits=bag_logits, pooling=pooling)
+    model, _ = _tiny(bidirectional, bag_logits=bag_logits, pooling=pooling, bag_bigrams=bag_bigrams)
     short = [2, 3, 4]
     alone = model(*pad_batch([short]))
     with_long = model(*pad_batch([short, list(range(2, 12)) * 5]))
@@ -93,14 +98,47 @@ def test_scores_do_not_depend_on_batch_padding(
     assert not torch.allclose(alone, other)
 
 
+def _without_lstm(model: LSTMClassifier, ids: torch.Tensor) -> torch.Tensor:
+    """The model's logits minus its LSTM head's: what the logit tables add."""
+    lengths = (ids != 0).sum(dim=1)
+    with torch.no_grad():
+        full = model(ids, lengths)
+        bag, bigrams = model.bag, model.bigrams
+        model.bag, model.bigrams = None, None
+        try:
+            head = model(ids, lengths)
+        finally:
+            model.bag, model.bigrams = bag, bigrams
+    return full - head
+
+
 def test_bag_logits_count_each_distinct_token_once() -> None:
     model, _ = _tiny(bag_logits=True)
     assert model.bag is not None
     table = model.bag.weight
     ids = torch.tensor([[3, 4, 3, 3, 5, 0, 0], [5, 4, 3, 0, 0, 0, 0]])
-    got = model._bag_logits(ids)
+    got = _without_lstm(model, ids)
     want = table[3] + table[4] + table[5]
-    assert torch.allclose(got[0], want) and torch.allclose(got[1], want)
+    assert torch.allclose(got[0], want, atol=1e-5) and torch.allclose(got[1], want, atol=1e-5)
+
+
+def test_bigram_logits_count_each_distinct_adjacent_pair_once() -> None:
+    model, _ = _tiny(bag_bigrams=1000)
+    assert model.bigrams is not None and model.bag is None
+    table = model.bigrams.weight
+    ids = torch.tensor([[3, 4, 3, 4, 5, 0, 0]])  # pairs (3,4) twice, (4,3), (4,5); none with pads
+    buckets, valid = model.bigram_ids(ids)
+    assert valid.tolist() == [[True, True, True, True, False, False]]
+    b = buckets[0].tolist()
+    assert b[0] == b[2] and len({b[0], b[1], b[3]}) == 3  # order matters: (3,4) ≠ (4,3)
+    got = _without_lstm(model, ids)
+    want = table[b[0]] + table[b[1]] + table[b[3]]
+    assert torch.allclose(got[0], want, atol=1e-5)
+
+
+def test_negative_bigram_buckets_are_rejected() -> None:
+    with pytest.raises(ValueError, match="bag_bigrams"):
+        LSTMConfig(bag_bigrams=-1)
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
@@ -287,3 +325,14 @@ def test_artifact_thresholds_load_and_an_explicit_threshold_overrides_them(
     q = Predictor.load(path, device="cpu", threshold=0.0)
     assert q.thresholds is None
     assert {x.label for x in q.predict(["free prize", "lunch"])} == {"spam"}
+
+
+def test_bigrams_seen_in_one_training_text_are_ignored() -> None:
+    model, _ = _tiny(bag_bigrams=1000)
+    assert model.bigrams is not None
+    kept = model.learn_bigrams([[3, 4, 5], [3, 4, 6], [7, 8, 0, 0]], min_texts=2)
+    assert kept == 1  # only (3, 4) is in two texts; padding pairs never count
+    buckets, valid = model.bigram_ids(torch.tensor([[3, 4, 5, 7, 8]]))
+    assert valid.tolist() == [[True, False, False, False]]
+    got = _without_lstm(model, torch.tensor([[3, 4, 5, 7, 8]]))
+    assert torch.allclose(got[0], model.bigrams.weight[buckets[0, 0]], atol=1e-5)
