@@ -86,6 +86,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="also learn a logit per adjacent token pair, hashed into N buckets (default 0: none)",
     )
+    t.add_argument(
+        "--bag-dropout",
+        type=float,
+        default=0.0,
+        help="share of a text's tokens left out of the logit tables' sum in each training step "
+        "(default 0)",
+    )
     t.add_argument("--dropout", type=float, default=0.3)
     t.add_argument("--patience", type=int, default=2, help="early-stopping patience (epochs)")
     t.add_argument(
@@ -174,6 +181,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         pooling=args.pooling,
         bag_logits=not args.no_bag_logits,
         bag_bigrams=args.bag_bigrams,
+        bag_dropout=args.bag_dropout,
         dropout=args.dropout,
         patience=args.patience,
         select=args.select,

@@ -41,6 +41,9 @@ class LSTMConfig:
     # Hash buckets of a second table, one logit per (adjacent token pair, label), summed over the
     # text's distinct pairs like the token table ("click here", "std chgs"); 0 = none.
     bag_bigrams: int = 0
+    # Share of a text's distinct tokens and pairs left out of the tables' sum in each training
+    # step (scaled up to keep the expected sum): no single rare token can carry a training text.
+    bag_dropout: float = 0.0
     pad_id: int = 0  # id whose embedding stays zero
 
     def __post_init__(self) -> None:
@@ -48,6 +51,8 @@ class LSTMConfig:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {self.pooling!r}")
         if self.bag_bigrams < 0:
             raise ValueError(f"bag_bigrams must be ≥ 0, not {self.bag_bigrams}")
+        if not 0.0 <= self.bag_dropout < 1.0:
+            raise ValueError(f"bag_dropout must be within [0, 1), not {self.bag_dropout}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,11 +136,22 @@ class LSTMClassifier(nn.Module):
             pooled.append(emb.masked_fill(~mask3, neg).amax(dim=1))  # (B, E)
         logits = self.head(self.dropout(torch.cat(pooled, dim=-1)))  # (B, L)
         if self.bag is not None:
-            logits = logits + _distinct_sum(self.bag, ids, ids != self.config.pad_id)
+            logits = logits + self._table_sum(self.bag, ids, ids != self.config.pad_id)
         if self.bigrams is not None and T > 1:
             pairs, valid = self.bigram_ids(ids)
-            logits = logits + _distinct_sum(self.bigrams, pairs, valid)
+            logits = logits + self._table_sum(self.bigrams, pairs, valid)
         return logits
+
+    def _table_sum(
+        self, table: nn.Embedding, ids: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
+        rate = self.config.bag_dropout
+        if not (self.training and rate):
+            return _distinct_sum(table, ids, valid)
+        # Dropping positions rather than distinct ids is simpler and nearly the same: repeated
+        # tokens are few among the distinct ones that carry weight.
+        kept = valid & (torch.rand(ids.shape, device=ids.device) >= rate)
+        return _distinct_sum(table, ids, kept) / (1.0 - rate)
 
     def bigram_ids(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Bucket of each adjacent token pair (B, T-1), and which pairs are real (no padding).

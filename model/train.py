@@ -63,6 +63,7 @@ class TrainOptions:
     pool_embeddings: bool = True
     bag_logits: bool = True
     bag_bigrams: int = 0  # hash buckets of the token-pair logit table; 0 = none
+    bag_dropout: float = 0.0  # share of a text's tokens left out of the tables' sum per step
     dropout: float = 0.3
     # Exponential moving average of the weights (per step), used for validation and the artifact:
     # smooths the epoch-to-epoch swings of the validation ranking. 0 turns it off.
@@ -294,6 +295,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
         pool_embeddings=opts.pool_embeddings,
         bag_logits=opts.bag_logits,
         bag_bigrams=opts.bag_bigrams,
+        bag_dropout=opts.bag_dropout,
         pad_id=PAD_ID,
     )
     model = LSTMClassifier(config)

@@ -336,3 +336,20 @@ def test_bigrams_seen_in_one_training_text_are_ignored() -> None:
     assert valid.tolist() == [[True, False, False, False]]
     got = _without_lstm(model, torch.tensor([[3, 4, 5, 7, 8]]))
     assert torch.allclose(got[0], model.bigrams.weight[buckets[0, 0]], atol=1e-5)
+
+
+def test_bag_dropout_acts_in_training_only() -> None:
+    with pytest.raises(ValueError, match="bag_dropout"):
+        LSTMConfig(bag_dropout=1.0)
+    model, _ = _tiny(bag_logits=True, bag_bigrams=1000)
+    ids = torch.tensor([list(range(2, 12))])
+    expected = _without_lstm(model, ids)  # eval mode: the plain sum
+    model.config.bag_dropout = 0.5
+    assert torch.allclose(_without_lstm(model, ids), expected, atol=1e-5)
+    model.train()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        sums = [model._table_sum(model.bag, ids, ids != 0) for _ in range(1000)]  # type: ignore[arg-type]
+    assert not torch.allclose(sums[0], sums[1])  # tokens are left out at random...
+    mean = torch.stack(sums).mean(dim=0)
+    assert torch.allclose(mean, model.bag.weight[2:12].sum(dim=0), atol=0.5)  # ...unbiased
