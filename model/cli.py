@@ -162,6 +162,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             return _error(f"--{name.replace('_', '-')} must be at least 1")
     if not 0 <= args.max_ham_loss < 1:
         return _error("--max-ham-loss must be within [0, 1)")
+    if args.bag_bigrams < 0:
+        return _error("--bag-bigrams must be 0 (none) or a positive number of buckets")
+    if not 0 <= args.bag_dropout < 1:
+        return _error("--bag-dropout must be within [0, 1)")
     from model.data import DataError
     from model.train import TrainOptions, train
 

@@ -41,7 +41,7 @@ class LSTMConfig:
     # Hash buckets of a second table, one logit per (adjacent token pair, label), summed over the
     # text's distinct pairs like the token table ("click here", "std chgs"); 0 = none.
     bag_bigrams: int = 0
-    # Share of a text's distinct tokens and pairs left out of the tables' sum in each training
+    # Share of a text's token and pair positions left out of the tables' sums in each training
     # step (scaled up to keep the expected sum): no single rare token can carry a training text.
     bag_dropout: float = 0.0
     pad_id: int = 0  # id whose embedding stays zero

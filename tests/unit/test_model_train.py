@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 from model.cli import main as cli_main
 from model.predictor import Predictor
@@ -81,6 +82,25 @@ def test_training_is_reproducible(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "weights.pt").read_bytes() == (
         tmp_path / "b" / "weights.pt"
     ).read_bytes()
+
+
+def test_pair_table_with_table_dropout_is_reproducible_and_stored(tmp_path: Path) -> None:
+    data = _write_data(tmp_path / "topics.jsonl")
+    opts = dict(epochs=2, bag_bigrams=256, bag_dropout=0.3)
+    a = train(_options(data, tmp_path / "a", **opts))
+    b = train(_options(data, tmp_path / "b", **opts))
+    assert a["training"]["history"] == b["training"]["history"]
+    assert (tmp_path / "a" / "weights.pt").read_bytes() == (
+        tmp_path / "b" / "weights.pt"
+    ).read_bytes()
+    stored = json.loads((tmp_path / "a" / "config.json").read_text())["model"]
+    assert stored["bag_bigrams"] == 256 and stored["bag_dropout"] == 0.3
+    # The pairs seen in training travel with the artifact: the loaded model ignores the others.
+    loaded = Predictor.load(tmp_path / "a", device="cpu").model
+    known = loaded.known_bigrams
+    assert 0 < int(known.sum()) < 256
+    train(_options(data, tmp_path / "c", epochs=1, bag_bigrams=256))  # same pairs, no dropout
+    assert torch.equal(Predictor.load(tmp_path / "c", device="cpu").model.known_bigrams, known)
 
 
 def test_binary_model_gets_threshold_and_eval_cli(
@@ -165,6 +185,10 @@ def test_cli_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert cli_main(["eval", "--model", str(tmp_path / "nomodel"), "--data", missing]) == 2
     assert cli_main(["predict", "--model", "bundled", missing]) == 2
     assert "not found" in capsys.readouterr().err
+    data = str(_write_data(tmp_path / "topics.jsonl"))
+    for bad in (["--bag-bigrams", "-1"], ["--bag-dropout", "1"]):
+        assert cli_main(["train", "--data", data, "--out", str(tmp_path / "o"), *bad]) == 2
+    assert "--bag-dropout must be within" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         cli_main(["train", "--out", "x"])  # --data is required
     assert exc.value.code == 2
