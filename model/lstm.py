@@ -154,13 +154,10 @@ class LSTMClassifier(nn.Module):
         return _distinct_sum(table, ids, kept) / (1.0 - rate)
 
     def bigram_ids(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Bucket of each adjacent token pair (B, T-1), and which pairs are real (no padding).
-
-        A fixed multiplicative hash of the two ids: stored models keep meaning the same pairs."""
-        first, second = ids[:, :-1], ids[:, 1:]
-        buckets = (first * _PAIR_MULTIPLIER + second) % self.config.bag_bigrams
-        pad = self.config.pad_id
-        return buckets, (first != pad) & (second != pad) & self.known_bigrams[buckets]
+        """Bucket of each adjacent token pair (B, T-1), and which pairs count: no padding in
+        them, and their bucket seen in training (`learn_bigrams`)."""
+        buckets, unpadded = _pair_buckets(ids, self.config.bag_bigrams, self.config.pad_id)
+        return buckets, unpadded & self.known_bigrams[buckets]
 
     @torch.no_grad()
     def learn_bigrams(self, texts: Sequence[Sequence[int]], min_texts: int = 2) -> int:
@@ -169,12 +166,12 @@ class LSTMClassifier(nn.Module):
         buckets = self.config.bag_bigrams
         if not buckets:
             raise ValueError("this model has no bigram table (bag_bigrams = 0)")
-        self.known_bigrams.fill_(True)
         texts_with = torch.zeros(buckets, dtype=torch.long)
         for seq in texts:
             if len(seq) > 1:
-                pairs, valid = self.bigram_ids(torch.tensor([list(seq)]))
-                texts_with[pairs[valid].unique()] += 1
+                row = torch.tensor([list(seq)])
+                pairs, unpadded = _pair_buckets(row, buckets, self.config.pad_id)
+                texts_with[pairs[unpadded].unique()] += 1
         self.known_bigrams.copy_(texts_with >= min_texts)
         return int(self.known_bigrams.sum())
 
@@ -182,6 +179,16 @@ class LSTMClassifier(nn.Module):
 # Odd and large (2^32 / golden ratio): spreads (first, second) over the buckets; with ids below
 # 2^31 the product stays far inside int64.
 _PAIR_MULTIPLIER = 2_654_435_761
+
+
+def _pair_buckets(
+    ids: torch.Tensor, buckets: int, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bucket of each adjacent pair of ids (B, T-1), and which pairs hold no padding.
+
+    A fixed multiplicative hash of the two ids: stored models keep meaning the same pairs."""
+    first, second = ids[:, :-1], ids[:, 1:]
+    return (first * _PAIR_MULTIPLIER + second) % buckets, (first != pad_id) & (second != pad_id)
 
 
 def _distinct_sum(table: nn.Embedding, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
