@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import email.message
+import email.parser
+import email.policy
 import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.email import EmailError, email_to_text, html_to_text, looks_like_email
+from model.email import EmailError, email_to_text, html_to_text, looks_like_email, parse_message
+from tests.conftest import SHARED_DATA
 
 HEAD = b"From: Alice <alice@example.org>\r\nTo: bob@example.net\r\nMIME-Version: 1.0\r\n"
 
@@ -272,3 +276,62 @@ def test_email_to_text_never_raises_on_mime_shapes(
         b"Content-Transfer-Encoding: " + cte.encode() + b"\r\n\r\n" + body
     )
     assert isinstance(email_to_text(raw), str)
+
+
+# --- parse_message: the single-part shortcut must parse exactly as the stdlib parser -------------
+
+
+def _stdlib_parse(raw: bytes) -> email.message.Message:
+    return email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
+
+
+def _assert_same_parse(raw: bytes) -> None:
+    ours, theirs = parse_message(raw), _stdlib_parse(raw)
+    assert ours._headers == theirs._headers  # noqa: SLF001 - raw (name, value) pairs, in order
+    assert ours.get_unixfrom() == theirs.get_unixfrom()
+    assert ours.is_multipart() == theirs.is_multipart()
+    if not theirs.is_multipart():
+        assert ours.get_payload() == theirs.get_payload()
+    assert ours.as_bytes() == theirs.as_bytes()
+
+
+_name = st.one_of(
+    st.sampled_from(["Subject", "From", "To", "Content-Type", "X-Mailer", "Received"]),
+    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=127), max_size=12),
+)
+_value = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b""))
+_eol = st.sampled_from([b"\n", b"\r\n", b"\r", b"\x0c\n", b"\r\r\n"])
+_continuation = st.tuples(st.sampled_from([b" ", b"\t", b"x"]), _value)
+_header = st.tuples(_name, _value, st.lists(_continuation, max_size=2), _eol)
+_ctypes = [b"", b"text/plain", b"multipart/mixed; boundary=b", b"message/rfc822", b"TEXT/HTML"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    unixfrom=st.sampled_from([b"", b"From someone Mon Jan 1 00:00:00 2024\n", b"From x\r\n"]),
+    headers=st.lists(_header, max_size=6),
+    ctype=st.sampled_from(_ctypes),
+    separator=st.sampled_from([b"\n", b"\r\n", b"", b"\r", b"From late\n"]),
+    body=st.binary(max_size=120),
+)
+def test_parse_message_parses_as_the_stdlib_does(
+    unixfrom: bytes, headers: list, ctype: bytes, separator: bytes, body: bytes
+) -> None:
+    lines = [unixfrom]
+    for name, value, continuations, eol in headers:
+        lines.append(name.encode("latin-1") + b": " + value + eol)
+        lines.extend(lead + cont + eol for lead, cont in continuations)
+    if ctype:
+        lines.append(b"Content-Type: " + ctype + b"\n")
+    raw = b"".join(lines) + separator + b"--b\nContent-Type: text/plain\n\nhi\n--b--\n" + body
+    _assert_same_parse(raw)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "spamassassin.jsonl.gz").exists(), reason="no shared corpus")
+def test_parse_message_parses_every_corpus_email_as_the_stdlib_does() -> None:
+    from model.data import iter_examples
+
+    emails = [ex.raw for ex in iter_examples(SHARED_DATA / "spamassassin.jsonl.gz") if ex.raw]
+    assert len(emails) > 6000
+    for raw in emails:
+        _assert_same_parse(raw)
