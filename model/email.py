@@ -155,47 +155,39 @@ def parse_message(raw: bytes) -> Message:
     return msg
 
 
-# The feed parser's test for a header line: an mbox "From ", "Name:" (printable ASCII but the
-# colon), or a continuation.
-_HEADER_LINE_RE = re.compile(r"^(From |[\041-\071\073-\176]*:|[\t ])")
+# One header field as the feed parser reads it: "Name:" (printable ASCII but the colon, at least
+# one character) and the rest of its line, then its continuation lines.
+_HEADER_FIELD_RE = re.compile(r"[\041-\071\073-\176]+:[^\n]*\n(?:[ \t][^\n]*\n)*")
 
 
 def _parse_single_part(text: str) -> Message | None:
-    """Headers read line by line as the feed parser reads them, the rest as the payload; None
-    when the message is not a plain single part or its headers are anything but clean."""
+    """Header fields read as the feed parser reads them, the rest as the payload; None when the
+    message is not a plain single part or its header lines are anything but clean."""
     msg = Message(policy=email.policy.compat32)
-    policy = msg.policy
-    pending: list[str] = []  # the lines of the header being read
     pos = 0
-    first = True
-    while True:
-        end = text.find("\n", pos)
-        if end < 0:
-            return None  # no blank line after the headers
-        line = text[pos : end + 1]
-        pos = end + 1
-        if "\r" in line[:-2]:
-            return None  # a lone CR also ends a line for the feed parser
-        if line == "\n" or line == "\r\n":
-            break
-        if line[0] in " \t":
-            if not pending:
-                return None  # a continuation with no header before it
-            pending.append(line)
-        elif first and line.startswith("From "):
-            msg.set_unixfrom(line.rstrip("\r\n"))
-        elif line.startswith("From ") or line.find(":") <= 0 or not _HEADER_LINE_RE.match(line):
-            return None  # a misplaced envelope line, or the body starting without a blank line
-        else:
-            if pending:
-                msg.set_raw(*policy.header_source_parse(pending))
-            pending = [line]
-        first = False
-    if pending:
-        msg.set_raw(*policy.header_source_parse(pending))
+    if text.startswith("From "):  # an mbox envelope line
+        pos = text.find("\n") + 1
+        if not pos:
+            return None
+        msg.set_unixfrom(text[: pos - 1].rstrip("\r"))
+    match_field = _HEADER_FIELD_RE.match
+    set_raw, source_parse = msg.set_raw, msg.policy.header_source_parse
+    while field := match_field(text, pos):
+        # compat32 splits the first line at its colon and keeps the continuations as they are:
+        # the field in one piece gives the same (name, value).
+        set_raw(*source_parse([field.group()]))
+        pos = field.end()
+    if text.startswith("\n", pos):
+        body = pos + 1
+    elif text.startswith("\r\n", pos):
+        body = pos + 2
+    else:
+        return None  # the body starts without a blank line, or a line the parser would flag
+    if "\r" in text[:pos] and "\r" in text[:pos].replace("\r\n", ""):
+        return None  # a lone CR also ends a line for the feed parser
     if msg.get_content_maintype() in ("multipart", "message"):
         return None
-    msg.set_payload(text[pos:])
+    msg.set_payload(text[body:])
     return msg
 
 
