@@ -382,7 +382,14 @@ def _naive_section(r: dict[str, Any]) -> list[str]:
         "this machine at batch 1).", "",
         f"{_n(n.get('naive_msgs_per_s'))} msgs/s over {_n(n.get('messages'))} of "
         f"{_n(n.get('of'))} messages ({_n(n.get('seconds'), 1)} s, from the first record "
-        "received).", ""]
+        "received)" + _runs_note(n.get("runs_msgs_per_s")) + ".", ""]
+
+
+def _runs_note(rates: list[float] | None) -> str:
+    """The words ', the median of N runs: a, b, c' when a section ran more than once."""
+    if not rates or len(rates) < 2:
+        return ""
+    return f"; the median of {len(rates)} runs: " + ", ".join(_n(v) for v in rates)
 
 
 def _worker_section(r: dict[str, Any]) -> list[str]:
@@ -407,6 +414,10 @@ def _worker_section(r: dict[str, Any]) -> list[str]:
         del bt
     L += _table(["settings", "msgs/s (first→last result)", "msgs/s (ready→last)",
                  "spawn→ready s", "batch size p50 ≤", "peak RSS MB"], rows)
+    note = _runs_note(w.get("runs_msgs_per_s"))
+    if note:
+        L += [f"`worker_msgs_per_s` = {_n(w.get('worker_msgs_per_s'))} msgs/s, with the default "
+              f"settings{note} (first→last result).", ""]
     return L
 
 
