@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -57,16 +58,24 @@ WINDOWS = (1, 8)  # batches sorted by length together: 1 = arrival order; 8 = wh
 
 
 def pipeline_pass(predictor: Any, records: Sequence[Any], batch_size: int,
-                  window: int = 1) -> dict[str, Any]:
+                  window: int = 1, lanes: int = 1) -> dict[str, Any]:
     """decode + tokenize + predict_ids over `records`; per-batch predict times too.
 
     With `window` > 1, that many batches are tokenized, sorted by length together and then
-    classified batch by batch, as the worker does when batches queue up."""
+    classified batch by batch, as the worker does when batches queue up; with `lanes` > 1,
+    that many batches of a window at a time, each on its own thread (`model.lanes`)."""
     from worker import codec
 
     settings = codec.InputSettings()
     batch_seconds: list[float] = []
+
+    def predict(batch: Sequence[Sequence[int]]) -> None:
+        t0 = time.perf_counter()
+        predictor.predict_ids(batch)
+        batch_seconds.append(time.perf_counter() - t0)
+
     done = 0
+    pool = ThreadPoolExecutor(lanes) if lanes > 1 else None
     started = time.perf_counter()
     span = batch_size * window
     for start in range(0, len(records), span):
@@ -74,14 +83,15 @@ def pipeline_pass(predictor: Any, records: Sequence[Any], batch_size: int,
         seqs = [predictor.tokenize(d.text) for d in decoded if isinstance(d, codec.Request)]
         if window > 1:
             seqs.sort(key=len)
-        for b in range(0, len(seqs), batch_size):
-            t0 = time.perf_counter()
-            predictor.predict_ids(seqs[b : b + batch_size])
-            batch_seconds.append(time.perf_counter() - t0)
+        batches = [seqs[b : b + batch_size] for b in range(0, len(seqs), batch_size)]
+        for _ in (pool.map(predict, batches) if pool else map(predict, batches)):
+            pass
         done += len(decoded)
         if time.perf_counter() - started > PASS_BUDGET_S:
             break
     seconds = time.perf_counter() - started
+    if pool:
+        pool.shutdown()
     return {"msgs_per_s": rate(done, seconds), "seconds": seconds, "messages": done,
             "batch_p50_ms": 1000 * (percentile(batch_seconds, 50) or 0),
             "batch_p99_ms": 1000 * (percentile(batch_seconds, 99) or 0)}
@@ -94,22 +104,25 @@ def best_of(repeats: int, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def ceiling(predictor: Any, messages: Sequence[Message], repeats: int,
-            batch_sizes: Sequence[int] = BATCH_SIZES, threads: Sequence[int] = (1, 2)) -> dict:
-    """Section 1: the offline ceiling at each batch size, torch thread count and sort window,
-    with the float32 model (the worker's default, `offline_msgs_per_s`) and its int8 copy
-    (`model.quantize: int8`, `offline_int8_msgs_per_s`)."""
+            batch_sizes: Sequence[int] = BATCH_SIZES, threads: Sequence[int] = (1, 2),
+            lanes: Sequence[int] = (1,)) -> dict:
+    """Section 1: the offline ceiling at each batch size, torch thread count (one lane), lane
+    count (one thread each, sorted windows) and sort window, with the float32 model (the
+    worker's default, `offline_msgs_per_s`) and its int8 copy (`model.quantize: int8`,
+    `offline_int8_msgs_per_s`)."""
     records = source_records(messages)
+    plans = [(n, 1) for n in threads] + [(1, k) for k in lanes if k > 1]
     sweep = []
     for mode, p in (("none", predictor), ("int8", load_predictor("cpu", "int8"))):
         pipeline_pass(p, records[:128], 64)  # warm-up
-        for n in threads:
+        for n, k in plans:
             with torch_threads(n):
-                for window in WINDOWS:
+                for window in WINDOWS if k == 1 else WINDOWS[1:]:  # lanes split windows
                     for bs in batch_sizes:
-                        res = best_of(repeats, lambda bs=bs, w=window, p=p: pipeline_pass(
-                            p, records, bs, w))
-                        sweep.append({"quantize": mode, "threads": n, "batch_size": bs,
-                                      "window": window, **res})
+                        res = best_of(repeats, lambda bs=bs, w=window, p=p, k=k: pipeline_pass(
+                            p, records, bs, w, k))
+                        sweep.append({"quantize": mode, "threads": n, "lanes": k,
+                                      "batch_size": bs, "window": window, **res})
     best = max((r for r in sweep if r["quantize"] == "none"), key=lambda r: r["msgs_per_s"])
     best_int8 = max((r for r in sweep if r["quantize"] == "int8"), key=lambda r: r["msgs_per_s"])
     return {"messages": len(records), "repeats": repeats, "sweep": sweep, "best": best,

@@ -33,9 +33,9 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
     offline = _get(r, "offline", "offline_msgs_per_s")
     naive = _get(r, "naive", "naive_msgs_per_s")
     worker = _get(r, "worker", "worker_msgs_per_s")
-    worker_t1 = _get(r, "worker", "runs", "threads=1", "drain", "msgs_per_s")
+    worker_one_lane = _get(r, "worker", "runs", "lanes=1", "drain", "msgs_per_s")
     crc_label = _get(r, "passthrough", "mix_crc_variant", "variant")
-    worker_crc = _get(r, "worker", "runs", f"threads=1, {crc_label}", "drain", "msgs_per_s")
+    worker_crc = _get(r, "worker", "runs", f"lanes=1, {crc_label}", "drain", "msgs_per_s")
     passthrough = _get(r, "passthrough", "passthrough_msgs_per_s")
     passthrough_short = _get(r, "passthrough", "passthrough_short_msgs_per_s")
     half = next((p for p in _get(r, "latency", "phases") or [] if p.get("load_fraction") == 0.5),
@@ -52,9 +52,9 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
         "worker_int8_msgs_per_s": worker_int8,
         "naive_msgs_per_s": naive,
         "worker_msgs_per_s": worker,
-        "worker_threads1_msgs_per_s": worker_t1,
+        "worker_lanes1_msgs_per_s": worker_one_lane,
         "crc_variant": crc_label,
-        "worker_threads1_crc_variant_msgs_per_s": worker_crc,
+        "worker_lanes1_crc_variant_msgs_per_s": worker_crc,
         "passthrough_crc_variant_msgs_per_s": _get(r, "passthrough", "mix_crc_variant",
                                                    "msgs_per_s"),
         "passthrough_msgs_per_s": passthrough,
@@ -82,10 +82,10 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
     s["worker_vs_naive"] = _ratio(worker, naive)
     s["worker_int8_vs_offline_int8"] = _ratio(worker_int8, offline_int8)
     s["worker_int8_vs_worker"] = _ratio(worker_int8, worker)
-    s["worker_threads1_vs_offline"] = _ratio(worker_t1, offline)
-    s["worker_threads1_vs_naive"] = _ratio(worker_t1, naive)
-    s["worker_threads1_crc_variant_vs_offline"] = _ratio(worker_crc, offline)
-    s["worker_threads1_crc_variant_vs_naive"] = _ratio(worker_crc, naive)
+    s["worker_lanes1_vs_offline"] = _ratio(worker_one_lane, offline)
+    s["worker_lanes1_vs_naive"] = _ratio(worker_one_lane, naive)
+    s["worker_lanes1_crc_variant_vs_offline"] = _ratio(worker_crc, offline)
+    s["worker_lanes1_crc_variant_vs_naive"] = _ratio(worker_crc, naive)
     s["targets"] = targets
     return s
 
@@ -132,9 +132,9 @@ def plots(r: dict[str, Any], img_dir: Path) -> dict[str, str]:
     bars = [("offline ceiling", s.get("offline_msgs_per_s")),
             ("naive loop", s.get("naive_msgs_per_s")),
             ("worker (defaults)", s.get("worker_msgs_per_s")),
-            ("worker (1 torch thread)", s.get("worker_threads1_msgs_per_s")),
-            (f"worker (1 thread, {s.get('crc_variant')})",
-             s.get("worker_threads1_crc_variant_msgs_per_s")),
+            ("worker (one lane)", s.get("worker_lanes1_msgs_per_s")),
+            (f"worker (one lane, {s.get('crc_variant')})",
+             s.get("worker_lanes1_crc_variant_msgs_per_s")),
             ("passthrough (mix)", s.get("passthrough_msgs_per_s")),
             (f"passthrough (mix, {s.get('crc_variant')})",
              s.get("passthrough_crc_variant_msgs_per_s")),
@@ -155,15 +155,15 @@ def plots(r: dict[str, Any], img_dir: Path) -> dict[str, str]:
     sweep = _get(r, "offline", "sweep") or []
     if sweep:
         fig, ax = plt.subplots(figsize=(6, 3.2))
-        for q, n, w in sorted({(p.get("quantize", "none"), p["threads"], p.get("window", 1))
-                               for p in sweep}):
+        for q, n, w, k in sorted({(p.get("quantize", "none"), p["threads"], p.get("window", 1),
+                                   p.get("lanes", 1)) for p in sweep}):
             pts = [p for p in sweep if p["threads"] == n and p.get("window", 1) == w
-                   and p.get("quantize", "none") == q]
+                   and p.get("quantize", "none") == q and p.get("lanes", 1) == k]
             order = "arrival order" if w == 1 else f"sorted over {w} batches"
             ax.plot([p["batch_size"] for p in pts], [p["msgs_per_s"] for p in pts],
                     "o-" if q == "none" else "s--",
                     label=f"{'int8' if q == 'int8' else 'float32'}, {n} thread"
-                          f"{'s' if n > 1 else ''}, {order}")
+                          f"{'s' if n > 1 else ''}{f', {k} lanes' if k > 1 else ''}, {order}")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size")
         ax.set_ylabel("messages / s")
@@ -283,9 +283,9 @@ def write_doc(r: dict[str, Any], doc: Path) -> None:
         ["2. naive loop", _n(s.get("naive_msgs_per_s"))],
         ["3. worker, defaults", _n(s.get("worker_msgs_per_s"))],
         ["3. worker, `model.quantize: int8`", _n(s.get("worker_int8_msgs_per_s"))],
-        ["3. worker, `model.threads: 1`", _n(s.get("worker_threads1_msgs_per_s"))],
-        [f"3. worker, `model.threads: 1`, {s.get('crc_variant')}",
-         _n(s.get("worker_threads1_crc_variant_msgs_per_s"))],
+        ["3. worker, `model.lanes: 1`", _n(s.get("worker_lanes1_msgs_per_s"))],
+        [f"3. worker, `model.lanes: 1`, {s.get('crc_variant')}",
+         _n(s.get("worker_lanes1_crc_variant_msgs_per_s"))],
         ["4. passthrough (no-op model), the benchmark messages",
          _n(s.get("passthrough_msgs_per_s"))],
         [f"4. passthrough, the benchmark messages, {s.get('crc_variant')}",
@@ -302,11 +302,11 @@ def write_doc(r: dict[str, Any], doc: Path) -> None:
         rows.append([name, fmt(value), fmt(target) if "x " in name and "ms" not in name
                      else _n(target, 1), _verdict(t.get("met"))])
     L += _table(["target", "this run", "threshold", "verdict"], rows)
-    L += [f"With `model.threads: 1` the worker is at {_x(s.get('worker_threads1_vs_offline'))} "
-          f"the offline ceiling and {_x(s.get('worker_threads1_vs_naive'))} the naive loop; "
+    L += [f"With `model.lanes: 1` the worker is at {_x(s.get('worker_lanes1_vs_offline'))} "
+          f"the offline ceiling and {_x(s.get('worker_lanes1_vs_naive'))} the naive loop; "
           f"with {s.get('crc_variant')}, at "
-          f"{_x(s.get('worker_threads1_crc_variant_vs_offline'))} and "
-          f"{_x(s.get('worker_threads1_crc_variant_vs_naive'))}. With `model.quantize: int8` "
+          f"{_x(s.get('worker_lanes1_crc_variant_vs_offline'))} and "
+          f"{_x(s.get('worker_lanes1_crc_variant_vs_naive'))}. With `model.quantize: int8` "
           f"the worker runs at {_x(s.get('worker_int8_vs_worker'))} the default worker's rate "
           f"and {_x(s.get('worker_int8_vs_offline_int8'))} the int8 offline ceiling.", ""]
 
@@ -342,18 +342,22 @@ def _offline_section(r: dict[str, Any], made: dict[str, str], rel: str) -> list[
     L += ["The bundled model in-process, no Kafka: `worker.codec.decode` + tokenize + "
           "`predict_ids` over the messages, in arrival order (window 1) and sorted by token "
           "length over 8 batches at a time (window 8, what the worker does when batches queue "
-          f"up), best of {o.get('repeats')} passes per cell, with the float32 model and its "
+          "up; with 2 lanes, the window's batches are classified two at a time on two threads, "
+          f"as the worker does), best of {o.get('repeats')} passes per cell, with the float32 "
+          "model and its "
           "dynamic int8 copy (`model.quantize: int8`, opt-in). The ceiling the targets use is "
           "the float32 model's, the worker's default. Batch time = predict of one batch.",
           ""]
-    rows = [[p.get("quantize", "none"), p["threads"], p.get("window", 1), p["batch_size"],
-             _n(p["msgs_per_s"]), _n(p["batch_p50_ms"], 1), _n(p["batch_p99_ms"], 1)]
+    rows = [[p.get("quantize", "none"), p["threads"], p.get("lanes", 1), p.get("window", 1),
+             p["batch_size"], _n(p["msgs_per_s"]), _n(p["batch_p50_ms"], 1),
+             _n(p["batch_p99_ms"], 1)]
             for p in o.get("sweep", [])]
-    L += _table(["quantize", "torch threads", "window", "batch size", "msgs/s", "batch p50 ms",
-                 "batch p99 ms"], rows)
+    L += _table(["quantize", "torch threads", "lanes", "window", "batch size", "msgs/s",
+                 "batch p50 ms", "batch p99 ms"], rows)
     b = o.get("best", {})
     L += [f"Best: {_n(b.get('msgs_per_s'))} msgs/s at batch {b.get('batch_size')} with "
-          f"{b.get('threads')} thread(s), window {b.get('window', 1)}, quantize "
+          f"{b.get('threads')} thread(s), {b.get('lanes', 1)} lane(s), "
+          f"window {b.get('window', 1)}, quantize "
           f"{b.get('quantize', 'none')}: `offline_msgs_per_s`.",
           ""]
     if "offline" in made:

@@ -115,7 +115,7 @@ class Suite:
 
         sizes = (16, 64) if self.quick else BATCH_SIZES
         threads = (1,) if self.quick else (1, 2)
-        out = ceiling(self.predictor, self.messages, self.repeats, sizes, threads)
+        out = ceiling(self.predictor, self.messages, self.repeats, sizes, threads, lanes=(1, 2))
         out["length_sweep"] = length_sweep(self.predictor, self.messages, self.repeats)
         return out
 
@@ -145,7 +145,7 @@ class Suite:
         backlog = common.repeated(self.messages, times, "b")
         repeats = 1 if self.quick else WORKER_RUNS
         variants = {"default": {}} if self.quick else {
-            "default": {}, "threads=1": {"model.threads": 1},
+            "default": {}, "lanes=1": {"model.lanes": 1},
             "quantize=int8": {"model.quantize": "int8"}}
         variants.update({f"default, run {k}": {} for k in range(2, repeats + 1)})
         runs = {name: session(self.bootstrap, settings, backlog, log_dir=self.log_dir)
@@ -153,8 +153,8 @@ class Suite:
         defaults = [run for name, run in runs.items() if name.startswith("default")]
         crc = self.crc_variant()
         if crc:
-            runs[f"threads=1, {crc[0]}"] = session(self.bootstrap, {"model.threads": 1}, backlog,
-                                                   log_dir=self.log_dir, env=crc[1])
+            runs[f"lanes=1, {crc[0]}"] = session(self.bootstrap, {"model.lanes": 1}, backlog,
+                                                 log_dir=self.log_dir, env=crc[1])
         for run in runs.values():
             run.pop("settings", None)
         rate, rates = median_rate(defaults)

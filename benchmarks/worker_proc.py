@@ -97,14 +97,12 @@ def load_model(config: Any) -> Any:
     from model.predictor import Predictor
     from worker import app
 
-    threads = config.model.threads
-    if hasattr(app, "inference_threads"):  # the worker's own rule for model.threads: 0
-        threads = app.inference_threads(threads)
-    if threads > 0:
-        torch.set_num_threads(threads)
     m = config.model
-    return Predictor.load(m.path, device=m.device, max_tokens=m.max_tokens, threshold=m.threshold,
-                          quantize=m.quantize)
+    predictor = Predictor.load(m.path, device=m.device, max_tokens=m.max_tokens,
+                               threshold=m.threshold, quantize=m.quantize)
+    on_gpu = predictor.device.type == "cuda"  # the worker's own rule for lanes/threads: 0
+    torch.set_num_threads(app.inference_plan(m.lanes, m.threads, app.available_cores(), on_gpu)[1])
+    return predictor
 
 
 def main() -> int:

@@ -106,7 +106,8 @@ def decide(
 
 
 class Predictor:
-    """A loaded model ready to classify; cheap to call from one thread at a time."""
+    """A loaded model ready to classify. Classifying changes no state, so several threads may
+    call it at once (the worker's `model.lanes`)."""
 
     labels: tuple[str, ...]
     name: str

@@ -4,7 +4,8 @@ Threads and what they own:
 - the main thread owns the consumer (kafka-python's consumer is not thread-safe): it polls,
   decodes, tokenizes, batches, pauses/resumes partitions, resends failed records and commits
   offsets;
-- the inference thread sorts queued batches by length and runs the model on them;
+- the inference thread sorts queued batches by length and runs the model on them, on
+  `model.lanes` threads at once (each batch on one of them);
 - the publisher thread encodes results and hands them to the producer, in input order;
 - the producer's IO thread acknowledges sends; its callbacks only mark offsets done.
 Because inference never runs on the main thread, a slow batch never keeps the consumer from
@@ -20,8 +21,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
 from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -128,19 +131,47 @@ class _Completion:
             self._done(metadata)
 
 
-def inference_threads(configured: int) -> int:
-    """Torch threads for inference: as configured, else one core less than the process may use.
-
-    The Kafka path (polling, decoding, producing) needs a core of its own: measured on 2 cores,
-    two torch threads made the worker slower than one.
-    """
-    if configured > 0:
-        return configured
+def available_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may use: those it may run on, capped by a container's CPU limit
+    (a pod limited to 2 CPUs on a 32-core node gets 2, not 32)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+    limit = cgroup_cpu_limit(cgroup)
+    return max(1, min(cores, limit)) if limit else cores
+
+
+def cgroup_cpu_limit(root: Path) -> int | None:
+    """The CPU limit of this process's cgroup in whole CPUs (rounded up), None when unlimited."""
+    try:  # cgroup v2: "max 100000" or "<quota> <period>"
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        try:  # cgroup v1: a quota of -1 means no limit
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    try:
+        q, p = int(quota), int(period)
+    except ValueError:  # "max"
+        return None
+    return -(-q // p) if q > 0 and p > 0 else None
+
+
+def inference_plan(lanes: int, threads: int, cores: int, on_gpu: bool) -> tuple[int, int]:
+    """(lanes, torch threads per lane) for the configured values, 0 meaning auto.
+
+    Measured on 2 cores (docs/performance.md): two lanes of one torch thread each classify a
+    backlog ~1.3× faster than one lane of one thread, and one lane of two threads is ~0.6× as
+    fast (intra-op threads wait for each other whenever the Kafka path takes a core). A GPU
+    runs one batch at a time anyway.
+    """
+    if lanes <= 0:
+        lanes = 1 if on_gpu else max(1, min(cores, _SORT_WINDOW_BATCHES))
+    if threads <= 0:
+        threads = 1 if lanes > 1 else max(1, cores - 1)
+    return lanes, threads
 
 
 def _in_partitions(partitions: set[Partition], request: Request) -> bool:
@@ -221,6 +252,7 @@ class Worker:
         self._producer: KafkaProducer | None = None
         self._model_id = ""
         self._classified_counters: dict[str, Any] = {}
+        self._lanes = 1
         self.metrics_port: int | None = None
         # Series that exist from the start, so rate() sees their first increase.
         for topic in config.kafka.input_topics:
@@ -285,10 +317,8 @@ class Worker:
         if self._classifier is None:
             import torch
 
-            from model.predictor import Predictor
-
-            torch.set_num_threads(inference_threads(self.config.model.threads))
             from model.artifact import ArtifactError
+            from model.predictor import Predictor
 
             m = self.config.model
             try:
@@ -301,16 +331,23 @@ class Worker:
             except ValueError as exc:  # e.g. cuda requested on a machine without it
                 raise ConfigError(f"model: {exc}") from exc
             self._classifier = c
+            torch.set_num_threads(self._plan(c)[1])
         else:
             c = self._classifier
+        self._lanes = self._plan(c)[0]
         self._model_id = f"{c.name}@{c.version}"
         self.metrics.model_info.labels(c.name, c.version, str(c.device)).set(1)
         for label in c.labels:
             self.metrics.classified.labels(label)
         self.health.model_loaded = True
-        log.info("model %s loaded on %s%s, labels %s", self._model_id, c.device,
-                 " (int8)" if getattr(c, "quantized", False) else "", list(c.labels))
+        log.info("model %s loaded on %s%s, labels %s, %d lane(s)", self._model_id, c.device,
+                 " (int8)" if getattr(c, "quantized", False) else "", list(c.labels), self._lanes)
         return c
+
+    def _plan(self, classifier: Classifier) -> tuple[int, int]:
+        m = self.config.model
+        on_gpu = str(classifier.device).startswith("cuda")
+        return inference_plan(m.lanes, m.threads, available_cores(), on_gpu)
 
     # -- the main loop -------------------------------------------------------------------------
 
@@ -374,12 +411,17 @@ class Worker:
     # -- inference (its own thread) ------------------------------------------------------------
 
     def _inference_loop(self, classifier: Classifier) -> None:
+        lanes = None
+        if self._lanes > 1:
+            lanes = ThreadPoolExecutor(self._lanes, thread_name_prefix="inference-lane")
         try:
-            self._classify_batches(classifier)
+            self._classify_batches(classifier, lanes)
         finally:
+            if lanes is not None:
+                lanes.shutdown()
             self._classified.put(None)  # the publisher finishes what it has, then stops
 
-    def _classify_batches(self, classifier: Classifier) -> None:
+    def _classify_batches(self, classifier: Classifier, lanes: ThreadPoolExecutor | None) -> None:
         while True:
             window = self._batches.get()
             if window is None:
@@ -397,7 +439,7 @@ class Worker:
                     stopping = True
                     break
                 window.extend(more)
-            predictions = self._classify_window(classifier, window)
+            predictions = self._classify_window(classifier, window, lanes)
             # Publishing runs on its own thread: its Python work (encoding, the producer's
             # record building) overlaps the next window's forward pass, which releases the GIL.
             self._classified.put((window, predictions))
@@ -416,27 +458,45 @@ class Worker:
                     self._publish(request, prediction, classified_at_ms)
 
     def _classify_window(
-        self, classifier: Classifier, window: list[Request]
+        self, classifier: Classifier, window: list[Request], lanes: ThreadPoolExecutor | None
     ) -> list[Prediction | None]:
         """Predictions in window order; None where the record went to the dead-letter topic."""
         out: list[Prediction | None] = [None] * len(window)
         seqs = [request.ids for request in window]
         order = sorted(range(len(window)), key=lambda i: len(seqs[i]))
         size = self.config.batching.max_batch_size
-        for start in range(0, len(order), size):
-            chunk = order[start : start + size]
-            try:
-                predictions = self._classify(classifier, [seqs[i] for i in chunk])
-                for i, prediction in zip(chunk, predictions, strict=True):
-                    out[i] = prediction
-            except Exception:
-                log.exception("inference failed for a batch of %d; retrying one by one", len(chunk))
-                for i in chunk:
-                    try:
-                        out[i] = self._classify(classifier, [seqs[i]])[0]
-                    except Exception as exc:
-                        self._inference_failed(window[i], exc)
+        chunks = [order[start : start + size] for start in range(0, len(order), size)]
+        classify = partial(self._classify_chunk, classifier, window, seqs, out)
+        if lanes is not None and len(chunks) > 1:
+            # The forward pass releases the GIL, so the lanes run on separate cores. Each fills
+            # its own slots of `out`; consuming map() waits for all of them.
+            for _ in lanes.map(classify, chunks):
+                pass
+        else:
+            for chunk in chunks:
+                classify(chunk)
         return out
+
+    def _classify_chunk(
+        self,
+        classifier: Classifier,
+        window: list[Request],
+        seqs: list[Sequence[int]],
+        out: list[Prediction | None],
+        chunk: list[int],
+    ) -> None:
+        """Classify window[i] for i in chunk into out[i]; a failing batch is retried one by one."""
+        try:
+            predictions = self._classify(classifier, [seqs[i] for i in chunk])
+            for i, prediction in zip(chunk, predictions, strict=True):
+                out[i] = prediction
+        except Exception:
+            log.exception("inference failed for a batch of %d; retrying one by one", len(chunk))
+            for i in chunk:
+                try:
+                    out[i] = self._classify(classifier, [seqs[i]])[0]
+                except Exception as exc:
+                    self._inference_failed(window[i], exc)
 
     def _inference_failed(self, request: Request, exc: Exception) -> None:
         detail = f"{type(exc).__name__}: {exc}"

@@ -61,7 +61,12 @@ class ModelConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     max_tokens: int | None = None  # None: the artifact's own
     threshold: float | None = None  # None: the artifact's own (chosen on validation)
-    threads: int = 0  # torch intra-op threads; 0: one less than the available cores (at least 1)
+    # Batches classified at the same time, each on its own thread (a window of queued batches is
+    # split between them); 0: one per core on the CPU (up to 8), one on a GPU.
+    lanes: int = 0
+    # torch intra-op threads (per lane); 0: one per lane when there are several lanes, else one
+    # less than the available cores (at least 1)
+    threads: int = 0
     # none | int8 (dynamic int8 LSTM and Linear layers, CPU only) | auto (int8 on CPU, else none)
     quantize: str = "none"
 
@@ -279,6 +284,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("model.threshold: must be between 0 and 1")
     if config.model.threads < 0:
         raise ConfigError("model.threads: must be zero (auto) or more")
+    if config.model.lanes < 0:
+        raise ConfigError("model.lanes: must be zero (auto) or more")
     if not config.kafka.input_topics:
         raise ConfigError("kafka.input_topics: at least one topic is needed")
     if not 0 <= config.metrics.port <= 65535:

@@ -28,7 +28,7 @@ KEYS = {
         "consumer",
         "producer",
     },
-    "model": {"path", "device", "max_tokens", "threshold", "threads"},
+    "model": {"path", "device", "max_tokens", "threshold", "threads", "lanes"},
     "batching": {"max_batch_size", "max_wait_ms", "max_in_flight"},
     "input": {"format"},
     "output": {"routes"},

@@ -114,11 +114,12 @@ def test_every_keyed_message_gets_exactly_one_result(broker, topics):
     reader.close()
 
 
-def test_results_keep_input_order_per_partition(broker, topics):
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_results_keep_input_order_per_partition(broker, topics, lanes):
     names = topics(partitions=1)
     produce(broker, names["input"], keyed_messages(200, "o"))
     reader = TopicReader(broker, names["output"])
-    with RunningWorker(broker, names):
+    with RunningWorker(broker, names, extra=(f"model.lanes={lanes}",)):
         records = reader.wait_for(200)
     offsets = [json.loads(r.value)["source"]["offset"] for r in records]
     assert offsets == sorted(offsets)
@@ -271,14 +272,16 @@ class PoisonedModel:
         return self.inner.predict_ids(seqs)
 
 
-def test_inference_failures_dead_letter_only_the_culprit(broker, topics):
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_inference_failures_dead_letter_only_the_culprit(broker, topics, lanes):
     names = topics(partitions=1)
     records = keyed_messages(100, "p")
     records[37] = (b"p37", json.dumps({"id": "p37", "text": "POISON pill"}).encode())
     produce(broker, names["input"], records)
     out = TopicReader(broker, names["output"], names["dlq"])
     port = free_port()
-    config = load_config(None, settings(broker, names, port), environ={})
+    config = load_config(None, [*settings(broker, names, port), f"model.lanes={lanes}"],
+                         environ={})
     worker = Worker(config, classifier=PoisonedModel())
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()

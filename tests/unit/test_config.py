@@ -53,6 +53,8 @@ def test_passthrough_mappings_keep_their_keys():
         ("kafka: [1, 2]\n", "kafka"),
         ("model:\n  threshold: 1.5\n", "model.threshold"),
         ("model:\n  quantize: int4\n", "model.quantize"),
+        ("model:\n  lanes: -1\n", "model.lanes"),
+        ("model:\n  threads: -2\n", "model.threads"),
     ],
 )
 def test_bad_keys_and_values_name_the_key(tmp_path, text, path):

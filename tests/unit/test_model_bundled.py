@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from model.artifact import BUNDLED, load_artifact
 from model.email import email_to_text
@@ -96,3 +97,18 @@ def test_quantize_mode_is_checked() -> None:
     from model.predictor import QUANTIZE_MODES
 
     assert set(cli._QUANTIZE) == set(QUANTIZE_MODES)  # the CLI's choices, kept torch-free
+
+
+def test_concurrent_predictions_equal_serial_ones(bundled: Predictor) -> None:
+    """The worker's lanes call predict_ids from several threads at once (model.lanes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [email_to_text(HAM_EMAIL), email_to_text(SPAM_EMAIL), "see you at 5",
+             "URGENT! claim your prize now"] * 8
+    batches = [[bundled.tokenize(t) for t in texts[i : i + 4]] for i in range(0, len(texts), 4)]
+    serial = [bundled.probabilities(b) for b in batches]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            together = list(pool.map(bundled.probabilities, batches))
+            for a, b in zip(serial, together, strict=True):
+                assert torch.equal(a, b)

@@ -1,0 +1,122 @@
+"""model.lanes: how many batches the worker classifies at once, and that lanes keep the order."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from worker.app import Worker, available_cores, cgroup_cpu_limit, inference_plan
+from worker.codec import Request, SourceRecord
+from worker.config import load_config
+
+
+@pytest.mark.parametrize(
+    ("lanes", "threads", "cores", "on_gpu", "plan"),
+    [
+        (0, 0, 2, False, (2, 1)),  # auto on this machine kind: a lane per core, one thread each
+        (0, 0, 1, False, (1, 1)),
+        (0, 0, 32, False, (8, 1)),  # no more lanes than batches in a sort window
+        (0, 0, 4, True, (1, 3)),  # a GPU runs one batch at a time; threads as before lanes
+        (1, 0, 4, False, (1, 3)),  # one lane: a core stays with the Kafka path
+        (3, 0, 4, False, (3, 1)),
+        (2, 2, 8, False, (2, 2)),
+    ],
+)
+def test_inference_plan(lanes: int, threads: int, cores: int, on_gpu: bool,
+                        plan: tuple[int, int]) -> None:
+    assert inference_plan(lanes, threads, cores, on_gpu) == plan
+
+
+class _Labelled:
+    """A prediction that names the text it was made for."""
+
+    def __init__(self, ids: Sequence[int]) -> None:
+        self.label = f"t{ids[0]}"
+        self.score = 1.0
+        self.scores = {self.label: 1.0}
+
+
+class SlowFirstBatches:
+    """Takes longer on earlier batches, so that with two lanes later batches finish first;
+    records how many batches ran at the same time."""
+
+    name, version, labels, device, max_tokens = "fake", "1", ("a", "b"), "cpu", 64
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.most_at_once = 0
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def tokenize(self, text: str) -> list[int]:
+        raise AssertionError("not used")
+
+    def predict_ids(self, seqs: Sequence[Sequence[int]]) -> list[_Labelled]:
+        with self._lock:
+            self.active += 1
+            self.calls += 1
+            self.most_at_once = max(self.most_at_once, self.active)
+            wait = 0.05 if self.calls % 2 else 0.005
+        time.sleep(wait)  # stands in for a forward pass that releases the GIL
+        with self._lock:
+            self.active -= 1
+        return [_Labelled(s) for s in seqs]
+
+
+def _window(n: int) -> list[Request]:
+    out = []
+    for i in range(n):
+        record = SourceRecord("in", 0, i, 0, f"k{i}".encode(), b"v", ())
+        # Lengths vary so that sorting by length reorders the window.
+        out.append(Request(record, f"k{i}", "text", [i] * (1 + (i * 7) % 5)))
+    return out
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 3])
+def test_lanes_classify_batches_at_once_and_keep_window_order(lanes: int) -> None:
+    config = load_config(None, ["batching.max_batch_size=4", f"model.lanes={lanes}"], environ={})
+    classifier = SlowFirstBatches()
+    worker = Worker(config, classifier=classifier)
+    window = _window(32)  # 8 batches of 4
+    pool = None
+    if lanes > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(lanes)
+    try:
+        out = worker._classify_window(classifier, window, pool)  # noqa: SLF001
+    finally:
+        if pool:
+            pool.shutdown()
+    assert [p.label for p in out] == [f"t{r.ids[0]}" for r in window]
+    assert classifier.calls == 8
+    assert classifier.most_at_once == lanes
+
+
+@pytest.mark.parametrize(
+    ("files", "limit"),
+    [
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu.max": "200000 100000\n"}, 2),
+        ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs: rounded up
+        ({"cpu.max": "50000 100000\n"}, 1),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "400000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 4),
+        ({}, None),
+    ],
+)
+def test_cgroup_cpu_limit_reads_v2_and_v1(tmp_path, files: dict[str, str],
+                                          limit: int | None) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_cpu_limit(tmp_path) == limit
+
+
+def test_available_cores_is_capped_by_the_cgroup_limit(tmp_path) -> None:
+    (tmp_path / "cpu.max").write_text("100000 100000\n")
+    assert available_cores(tmp_path) == 1
+    assert available_cores(tmp_path / "absent") >= 1
