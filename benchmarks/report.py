@@ -278,7 +278,8 @@ def write_doc(r: dict[str, Any], doc: Path) -> None:
 
     L += ["## Summary", ""]
     L += _table(["figure", "msgs/s"], [
-        ["1. offline ceiling (best batch size, threads and lanes)", _n(s.get("offline_msgs_per_s"))],
+        ["1. offline ceiling (best batch size, threads and lanes)",
+         _n(s.get("offline_msgs_per_s"))],
         ["1. offline ceiling, int8 model", _n(s.get("offline_int8_msgs_per_s"))],
         ["2. naive loop", _n(s.get("naive_msgs_per_s"))],
         ["3. worker, defaults", _n(s.get("worker_msgs_per_s"))],
