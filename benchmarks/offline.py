@@ -1,8 +1,9 @@
 """In-process model figures, no Kafka: the offline ceiling and the levers of the model path.
 
 The ceiling runs what the worker runs per record (codec.decode, tokenize, predict_ids) at each
-batch size and thread count, in arrival order and sorted by length over 8 batches; the levers
-time predict only, on token ids computed once, so that they show the model's share alone.
+batch size, thread count and lane count, in arrival order and sorted by length over 8 batches;
+the levers time predict only, on token ids computed once, so that they show the model's share
+alone.
 """
 
 from __future__ import annotations

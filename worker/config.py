@@ -64,8 +64,8 @@ class ModelConfig:
     # Batches classified at the same time, each on its own thread (a window of queued batches is
     # split between them); 0: one per core on the CPU (up to 8), one on a GPU.
     lanes: int = 0
-    # torch intra-op threads (per lane); 0: one per lane when there are several lanes, else one
-    # less than the available cores (at least 1)
+    # torch intra-op threads of each lane; 0: 1 when there are several lanes, else one less than
+    # the available cores (at least 1)
     threads: int = 0
     # none | int8 (dynamic int8 LSTM and Linear layers, CPU only) | auto (int8 on CPU, else none)
     quantize: str = "none"
