@@ -28,7 +28,11 @@ def worker_settings(bootstrap: str, names: dict[str, str], group: str, port: int
         f"kafka.output_topic={names['output']}",
         f"kafka.dlq_topic={names['dlq']}",
         f"kafka.group_id={group}",
-        "kafka.consumer={session_timeout_ms: 6000, heartbeat_interval_ms: 1000}",
+        # A member killed in the middle of a rebalance can hold the group until the rebalance
+        # timeout, which kafka-python sends as max_poll_interval_ms (5 minutes by default); the
+        # worker polls every 100 ms whatever inference does, so 20 s is safe and bounds the wait.
+        "kafka.consumer={session_timeout_ms: 6000, heartbeat_interval_ms: 1000, "
+        "max_poll_interval_ms: 20000}",
         "kafka.lag_refresh_ms=500",
         "metrics.host=127.0.0.1",
         f"metrics.port={port}",
