@@ -62,10 +62,10 @@ def grid(bootstrap: str, messages: Sequence[Message], offered_msgs_per_s: float,
     return points
 
 
-# Settings and worker_proc flags compared at half load: torch threads, the consumer's fetch
+# Settings and worker_proc flags compared at half load: one inference lane, the consumer's fetch
 # wait, and batch coalescing.
 VARIANTS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
-    "model.threads: 1": ({"model.threads": 1}, ()),
+    "model.lanes: 1": ({"model.lanes": 1}, ()),
     "fetch_max_wait_ms: 10": ({"kafka.consumer": FAST_FETCH}, ()),
     "fetch_max_wait_ms: 10, model.threads: 1": (
         {"kafka.consumer": FAST_FETCH, "model.threads": 1}, ()),
