@@ -100,8 +100,7 @@ def load_model(config: Any) -> Any:
     m = config.model
     predictor = Predictor.load(m.path, device=m.device, max_tokens=m.max_tokens,
                                threshold=m.threshold, quantize=m.quantize)
-    on_gpu = predictor.device.type == "cuda"  # the worker's own rule for lanes/threads: 0
-    torch.set_num_threads(app.inference_plan(m.lanes, m.threads, app.available_cores(), on_gpu)[1])
+    torch.set_num_threads(app.plan_for(m, predictor.device)[1])  # the worker's own rule
     return predictor
 
 

@@ -183,7 +183,8 @@ def _parse_single_part(text: str) -> Message | None:
         body = pos + 2
     else:
         return None  # the body starts without a blank line, or a line the parser would flag
-    if "\r" in text[:pos] and "\r" in text[:pos].replace("\r\n", ""):
+    head = text[:pos]
+    if "\r" in head and "\r" in head.replace("\r\n", ""):
         return None  # a lone CR also ends a line for the feed parser
     if msg.get_content_maintype() in ("multipart", "message"):
         return None

@@ -40,7 +40,7 @@ from kafka.structs import OffsetAndMetadata
 from worker import codec
 from worker.batcher import Batcher
 from worker.codec import InputSettings, Rejection, Request, SourceRecord
-from worker.config import Config
+from worker.config import Config, ModelConfig
 from worker.errors import ConfigError
 from worker.kafka import (
     consumer_settings,
@@ -157,6 +157,12 @@ def cgroup_cpu_limit(root: Path) -> int | None:
     except ValueError:  # "max"
         return None
     return -(-q // p) if q > 0 and p > 0 else None
+
+
+def plan_for(model: ModelConfig, device: Any) -> tuple[int, int]:
+    """(lanes, torch threads per lane) for `model.lanes`/`model.threads` on this device."""
+    on_gpu = str(device).startswith("cuda")
+    return inference_plan(model.lanes, model.threads, available_cores(), on_gpu)
 
 
 def inference_plan(lanes: int, threads: int, cores: int, on_gpu: bool) -> tuple[int, int]:
@@ -314,9 +320,8 @@ class Worker:
         return False
 
     def _load_classifier(self) -> Classifier:
+        loaded_here = self._classifier is None
         if self._classifier is None:
-            import torch
-
             from model.artifact import ArtifactError
             from model.predictor import Predictor
 
@@ -331,10 +336,13 @@ class Worker:
             except ValueError as exc:  # e.g. cuda requested on a machine without it
                 raise ConfigError(f"model: {exc}") from exc
             self._classifier = c
-            torch.set_num_threads(self._plan(c)[1])
         else:
             c = self._classifier
-        self._lanes = self._plan(c)[0]
+        self._lanes, threads = plan_for(self.config.model, c.device)
+        if loaded_here:  # a classifier passed in keeps the torch settings it came with
+            import torch
+
+            torch.set_num_threads(threads)
         self._model_id = f"{c.name}@{c.version}"
         self.metrics.model_info.labels(c.name, c.version, str(c.device)).set(1)
         for label in c.labels:
@@ -343,11 +351,6 @@ class Worker:
         log.info("model %s loaded on %s%s, labels %s, %d lane(s)", self._model_id, c.device,
                  " (int8)" if getattr(c, "quantized", False) else "", list(c.labels), self._lanes)
         return c
-
-    def _plan(self, classifier: Classifier) -> tuple[int, int]:
-        m = self.config.model
-        on_gpu = str(classifier.device).startswith("cuda")
-        return inference_plan(m.lanes, m.threads, available_cores(), on_gpu)
 
     # -- the main loop -------------------------------------------------------------------------
 
