@@ -41,27 +41,33 @@ class _Labelled:
 
 class SlowFirstBatches:
     """Takes longer on earlier batches, so that with two lanes later batches finish first;
-    records how many batches ran at the same time."""
+    records how many batches ran at the same time. The first calls wait (up to a second) until
+    `lanes` of them are running, so that a slow thread start cannot hide the concurrency."""
 
     name, version, labels, device, max_tokens = "fake", "1", ("a", "b"), "cpu", 64
 
-    def __init__(self) -> None:
+    def __init__(self, lanes: int) -> None:
+        self.lanes = lanes
         self.active = 0
         self.most_at_once = 0
         self.calls = 0
-        self._lock = threading.Lock()
+        self._met = False
+        self._cond = threading.Condition()
 
     def tokenize(self, text: str) -> list[int]:
         raise AssertionError("not used")
 
     def predict_ids(self, seqs: Sequence[Sequence[int]]) -> list[_Labelled]:
-        with self._lock:
+        with self._cond:
             self.active += 1
             self.calls += 1
             self.most_at_once = max(self.most_at_once, self.active)
+            self._cond.notify_all()
+            self._met = self._met or self._cond.wait_for(
+                lambda: self._met or self.active >= self.lanes, timeout=1.0)
             wait = 0.05 if self.calls % 2 else 0.005
         time.sleep(wait)  # stands in for a forward pass that releases the GIL
-        with self._lock:
+        with self._cond:
             self.active -= 1
         return [_Labelled(s) for s in seqs]
 
@@ -78,7 +84,7 @@ def _window(n: int) -> list[Request]:
 @pytest.mark.parametrize("lanes", [1, 2, 3])
 def test_lanes_classify_batches_at_once_and_keep_window_order(lanes: int) -> None:
     config = load_config(None, ["batching.max_batch_size=4", f"model.lanes={lanes}"], environ={})
-    classifier = SlowFirstBatches()
+    classifier = SlowFirstBatches(lanes)
     worker = Worker(config, classifier=classifier)
     window = _window(32)  # 8 batches of 4
     pool = None
