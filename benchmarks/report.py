@@ -441,6 +441,8 @@ def _passthrough_section(r: dict[str, Any]) -> list[str]:
     L += _table(["backlog", "records", "msgs/s (median)", "each run"], [
         ["the benchmark messages, repeated", _n(_get(p, "mix", "backlog")),
          _n(p.get("passthrough_msgs_per_s")), runs("mix")],
+        ["the benchmark messages read as plain text (`input.format: text`: no email reading)",
+         _n(_get(p, "mix_as_text", "backlog")), _n(_get(p, "mix_as_text", "msgs_per_s")), ""],
         ["short SMS-like JSON messages", _n(_get(p, "short", "backlog")),
          _n(p.get("passthrough_short_msgs_per_s")), runs("short")],
         ["short, while profiled (below)", _n(_get(p, "short_profiled", "backlog")),

@@ -180,6 +180,10 @@ class Suite:
                     for _ in range(repeats)]
         profiled = session(self.bootstrap, {}, short, noop=True, log_dir=self.log_dir,
                            profile_s=3 if self.quick else 8)
+        # The same messages with `input.format: text`: no email reading, so what is left is the
+        # Kafka path on these record sizes (emails are KBs, results ~250 bytes).
+        as_text = session(self.bootstrap, {"input.format": "text"}, mix, noop=True,
+                          log_dir=self.log_dir)
         # A lever: fewer, larger produce batches (fewer sender wake-ups per record).
         linger = {} if self.quick else session(self.bootstrap, {"kafka.producer": LINGER},
                                                short, noop=True, log_dir=self.log_dir)
@@ -197,6 +201,7 @@ class Suite:
             "mix": {"backlog": len(mix), "msgs_per_s": mix_rate, "runs_msgs_per_s": mix_runs},
             "short": {"backlog": len(short), "msgs_per_s": short_rate,
                       "runs_msgs_per_s": short_runs},
+            "mix_as_text": {"backlog": len(mix), **as_text.get("drain", {})},
             "short_profiled": {"backlog": len(short), **profiled.get("drain", {})},
             "short_linger": {"backlog": len(short), "kafka.producer": LINGER,
                              **linger.get("drain", {})},

@@ -93,6 +93,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="share of a text's tokens left out of the logit tables' sum in each training step "
         "(default 0)",
     )
+    t.add_argument(
+        "--redress",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of training messages shown in another wrapper: texts as made-up emails, "
+        "emails with their headers stripped or replaced (default 0; model/augment.py)",
+    )
     t.add_argument("--dropout", type=float, default=0.3)
     t.add_argument("--patience", type=int, default=2, help="early-stopping patience (epochs)")
     t.add_argument(
@@ -166,6 +174,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _error("--bag-bigrams must be 0 (none) or a positive number of buckets")
     if not 0 <= args.bag_dropout < 1:
         return _error("--bag-dropout must be within [0, 1)")
+    if not 0 <= args.redress <= 1:
+        return _error("--redress must be within [0, 1]")
     from model.data import DataError
     from model.train import TrainOptions, train
 
@@ -186,6 +196,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         bag_logits=not args.no_bag_logits,
         bag_bigrams=args.bag_bigrams,
         bag_dropout=args.bag_dropout,
+        redress=args.redress,
         dropout=args.dropout,
         patience=args.patience,
         select=args.select,

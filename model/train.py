@@ -26,6 +26,7 @@ from torch import nn
 
 from model import email
 from model.artifact import save_artifact, sha256_file
+from model.augment import redress_share
 from model.data import Example, example_text, iter_examples
 from model.evaluate import corpus_of
 from model.lstm import LSTMClassifier, LSTMConfig
@@ -64,6 +65,7 @@ class TrainOptions:
     bag_logits: bool = True
     bag_bigrams: int = 0  # hash buckets of the token-pair logit table; 0 = none
     bag_dropout: float = 0.0  # share of a text's tokens left out of the tables' sum per step
+    redress: float = 0.0  # share of training messages shown in another wrapper (model.augment)
     dropout: float = 0.3
     # Exponential moving average of the weights (per step), used for validation and the artifact:
     # smooths the epoch-to-epoch swings of the validation ranking. 0 turns it off.
@@ -270,6 +272,11 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
         raise ValueError("no validation examples (give a 'val' split or unsplit data)")
     positive = opts.positive_label if opts.positive_label in labels and len(labels) == 2 else None
     say(f"data: {len(train_ex)} train, {len(val_ex)} val; labels {labels}")
+    if opts.redress:
+        # Its own random stream: the batch order stays that of the same seed without it.
+        plain, train_ex = train_ex, redress_share(train_ex, opts.redress, seed=opts.seed)
+        redressed = sum(1 for a, b in zip(plain, train_ex, strict=True) if a is not b)
+        say(f"re-dressed {redressed} training messages ({opts.redress:.0%})")
 
     def toks(exs: list[Example]) -> list[list[str]]:
         return [tokenize(example_text(ex), opts.max_tokens, opts.head_fraction) for ex in exs]

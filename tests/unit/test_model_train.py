@@ -103,6 +103,16 @@ def test_pair_table_with_table_dropout_is_reproducible_and_stored(tmp_path: Path
     assert torch.equal(Predictor.load(tmp_path / "c", device="cpu").model.known_bigrams, known)
 
 
+def test_redress_is_seeded_and_recorded(tmp_path: Path) -> None:
+    data = _write_data(tmp_path / "topics.jsonl")
+    a = train(_options(data, tmp_path / "a", epochs=1, redress=0.5))
+    b = train(_options(data, tmp_path / "b", epochs=1, redress=0.5))
+    plain = train(_options(data, tmp_path / "c", epochs=1))
+    assert a["training"]["options"]["redress"] == 0.5
+    assert a["training"]["history"] == b["training"]["history"]
+    assert a["training"]["history"] != plain["training"]["history"]  # the texts did change
+
+
 def test_binary_model_gets_threshold_and_eval_cli(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -186,9 +196,10 @@ def test_cli_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert cli_main(["predict", "--model", "bundled", missing]) == 2
     assert "not found" in capsys.readouterr().err
     data = str(_write_data(tmp_path / "topics.jsonl"))
-    for bad in (["--bag-bigrams", "-1"], ["--bag-dropout", "1"]):
+    for bad in (["--bag-bigrams", "-1"], ["--bag-dropout", "1"], ["--redress", "1.5"]):
         assert cli_main(["train", "--data", data, "--out", str(tmp_path / "o"), *bad]) == 2
-    assert "--bag-dropout must be within" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--bag-dropout must be within" in err and "--redress must be within" in err
     with pytest.raises(SystemExit) as exc:
         cli_main(["train", "--out", "x"])  # --data is required
     assert exc.value.code == 2
