@@ -101,6 +101,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="share of training messages shown in another wrapper: texts as made-up emails, "
         "emails with their headers stripped or replaced (default 0; model/augment.py)",
     )
+    t.add_argument(
+        "--balance",
+        choices=("label", "corpus"),
+        default="label",
+        help="loss weights: every label weighs the same (default), or every (corpus, label) "
+        "group does, the corpus being the data source's name before '/'",
+    )
     t.add_argument("--dropout", type=float, default=0.3)
     t.add_argument("--patience", type=int, default=2, help="early-stopping patience (epochs)")
     t.add_argument(
@@ -197,6 +204,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         bag_bigrams=args.bag_bigrams,
         bag_dropout=args.bag_dropout,
         redress=args.redress,
+        balance=args.balance,
         dropout=args.dropout,
         patience=args.patience,
         select=args.select,

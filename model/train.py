@@ -43,6 +43,9 @@ from model.tokenizer import PAD_ID, TOKENIZER_VERSION, UNK_ID, Vocab, tokenize
 __all__ = ["TrainOptions", "train", "load_splits"]
 
 
+BALANCES = ("label", "corpus")
+
+
 @dataclass
 class TrainOptions:
     data: list[Path]  # JSON lines / .eml / mbox / maildir inputs, pooled
@@ -66,6 +69,10 @@ class TrainOptions:
     bag_bigrams: int = 0  # hash buckets of the token-pair logit table; 0 = none
     bag_dropout: float = 0.0  # share of a text's tokens left out of the tables' sum per step
     redress: float = 0.0  # share of training messages shown in another wrapper (model.augment)
+    # Loss weights: "label" = every label weighs the same in total; "corpus" = every (corpus,
+    # label) group does (corpus = the part of `source` before "/"), so a small corpus's spam
+    # counts as much as a large one's.
+    balance: str = "label"
     dropout: float = 0.3
     # Exponential moving average of the weights (per step), used for validation and the artifact:
     # smooths the epoch-to-epoch swings of the validation ranking. 0 turns it off.
@@ -243,6 +250,13 @@ def kind_thresholds(
     return thresholds, [thresholds[k] for k in kinds]
 
 
+def _group_weights(examples: Sequence[Example], y: Sequence[int]) -> torch.Tensor:
+    """Per-example loss weights under which every (corpus, label) group weighs the same."""
+    groups = [(corpus_of(ex.source), label) for ex, label in zip(examples, y, strict=True)]
+    counts = Counter(groups)
+    return torch.tensor([len(groups) / (len(counts) * counts[g]) for g in groups])
+
+
 def _selection_score(val: dict[str, Any], select: str) -> float:
     """Lower is better: validation loss, or 1 - mean per-source ROC-AUC (ties broken by loss)."""
     if select == "loss":
@@ -255,6 +269,8 @@ def _selection_score(val: dict[str, Any], select: str) -> float:
 
 def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train, calibrate, choose the threshold and write the artifact; returns its config."""
+    if opts.balance not in BALANCES:
+        raise ValueError(f"balance must be one of {BALANCES}, got {opts.balance!r}")
     started = time.monotonic()
     progress = Progress(enabled=opts.progress)
     say = log or progress.line
@@ -313,6 +329,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
     counts = Counter(y_train)
     weights = torch.tensor([len(y_train) / (len(labels) * counts[k]) for k in range(len(labels))])
     loss_fn = nn.CrossEntropyLoss(weight=weights)
+    example_weights = _group_weights(train_ex, y_train) if opts.balance == "corpus" else None
     optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     steps_per_epoch = math.ceil(len(train_ids) / opts.batch_size)
     total_steps = steps_per_epoch * opts.epochs
@@ -337,7 +354,12 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
         for b, idx in enumerate(batches, 1):
             ids, lens = pad_batch([train_ids[i] for i in idx], PAD_ID)  # (B, T), (B,)
             target = torch.tensor([y_train[i] for i in idx])
-            loss = loss_fn(model(ids, lens), target)
+            if example_weights is None:
+                loss = loss_fn(model(ids, lens), target)
+            else:  # the same weighted mean as loss_fn, with a weight per example
+                w = example_weights[idx]
+                ce = nn.functional.cross_entropy(model(ids, lens), target, reduction="none")
+                loss = (ce * w).sum() / w.sum()
             optim.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)

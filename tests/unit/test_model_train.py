@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from model.cli import main as cli_main
+from model.data import Example
 from model.predictor import Predictor
 from model.train import TrainOptions, train
 
@@ -111,6 +112,27 @@ def test_redress_is_seeded_and_recorded(tmp_path: Path) -> None:
     assert a["training"]["options"]["redress"] == 0.5
     assert a["training"]["history"] == b["training"]["history"]
     assert a["training"]["history"] != plain["training"]["history"]  # the texts did change
+
+
+def test_corpus_balance_weighs_every_corpus_and_label_alike(tmp_path: Path) -> None:
+    from model.train import _group_weights
+
+    exs = [Example(str(i), lab, "train", src, None, "x")
+           for i, (src, lab) in enumerate([("sms", "spam")] * 1 + [("sms", "ham")] * 3
+                                           + [("sa/spam-1", "spam")] * 4 + [("sa/ham", "ham")] * 2)]
+    y = [1 if ex.label == "spam" else 0 for ex in exs]
+    w = _group_weights(exs, y)
+    totals = {}
+    for ex, weight in zip(exs, w.tolist(), strict=True):
+        key = (ex.source.split("/")[0], ex.label)
+        totals[key] = totals.get(key, 0.0) + weight
+    assert len(totals) == 4
+    assert all(t == pytest.approx(len(exs) / 4) for t in totals.values())
+    data = _write_data(tmp_path / "topics.jsonl")
+    balanced = train(_options(data, tmp_path / "a", epochs=1, balance="corpus"))
+    assert balanced["training"]["options"]["balance"] == "corpus"
+    with pytest.raises(ValueError, match="balance must be one of"):
+        train(_options(data, tmp_path / "b", epochs=1, balance="source"))
 
 
 def test_binary_model_gets_threshold_and_eval_cli(
