@@ -225,6 +225,24 @@ def _save(fig: Any, path: Path) -> str:
 # -- the document -----------------------------------------------------------------------------
 
 
+def earlier_run_lines(r: dict[str, Any]) -> list[str]:
+    """One paragraph per earlier run (`--only`) saying which sections' figures are its."""
+    later = set(r.get("run", {}).get("sections") or [])
+    provided = []
+    for earlier in reversed(r.get("reruns", [])):  # newest first: a later run's figures win
+        own = [name for name in earlier.get("sections") or [] if name not in later]
+        later |= set(own)
+        provided.append((earlier, own))
+    L: list[str] = []
+    for earlier, own in reversed(provided):
+        which = f"Sections {', '.join(own)}" if own else "Other sections"
+        L += [f"{which} come from an earlier run, "
+              f"`{earlier.get('command', '').strip()}` ({earlier.get('started')}, load average "
+              f"{' / '.join(map(str, earlier.get('loadavg_start', [])))} at start, "
+              f"{' / '.join(map(str, earlier.get('loadavg_end', [])))} at end).", ""]
+    return L
+
+
 def write_doc(r: dict[str, Any], doc: Path) -> None:
     img_dir = doc.parent / "img" / "performance"
     made = plots(r, img_dir)
@@ -243,11 +261,7 @@ def write_doc(r: dict[str, Any], doc: Path) -> None:
         "some sections and keeps the others' figures; `--json FILE` writes elsewhere than "
         "`benchmarks/results/latest.json`.)", "",
     ]
-    for earlier in r.get("reruns", []):
-        L += [f"Sections not in `{run.get('command', '').strip()}` come from earlier runs: "
-              f"`{earlier.get('command', '').strip()}` ({earlier.get('started')}, load average "
-              f"{' / '.join(map(str, earlier.get('loadavg_start', [])))} at start, "
-              f"{' / '.join(map(str, earlier.get('loadavg_end', [])))} at end).", ""]
+    L += earlier_run_lines(r)
     if run.get("quick"):
         L += ["> **This is a `--quick` run: small sizes, figures are indicative only.**", ""]
     L += ["## Machine", ""]

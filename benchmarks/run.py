@@ -246,6 +246,19 @@ class Suite:
         return gpu(self.messages, self.repeats)
 
 
+def still_providing(earlier: list[dict[str, Any]], now: list[str]) -> list[dict[str, Any]]:
+    """The earlier runs (oldest first) whose figures are still in the results: a run all of
+    whose sections were measured again by a later run drops out."""
+    kept: list[dict[str, Any]] = []
+    later = set(now)
+    for run in reversed(earlier):
+        own = set(run.get("sections") or SECTIONS)
+        if own - later:
+            kept.append(run)
+        later |= own
+    return kept[::-1]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.doc_only:
@@ -260,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     if args.only and "run" in results:
-        results.setdefault("reruns", []).append(results.pop("run"))
+        earlier = [*results.get("reruns", []), results.pop("run")]
+        results["reruns"] = still_providing(earlier, args.sections)
     results["run"] = {
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "streamclf bench " + " ".join(argv if argv is not None else sys.argv[1:]),
