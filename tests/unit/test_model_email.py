@@ -25,6 +25,18 @@ def test_plain_message_keeps_subject_and_body() -> None:
     assert "See you at noon." in text
 
 
+@pytest.mark.parametrize("sender, line", [
+    (b"Member@xent.com, Servicer@xent.com", "From: xent.com"),
+    (b"zvfjenphuq@[1086695621], [ufa]@netnoteinc.com", "From: [1086695621]"),
+    (b'"Deals" <deals@shop.example>', "From: Deals shop.example"),
+])
+def test_sender_line_is_the_same_on_every_python(sender: bytes, line: str) -> None:
+    # Python 3.13 and 2024+ security releases parse addresses strictly by default: a From with
+    # several addresses would lose its sender line, unlike the text the model was trained on.
+    raw = b"From: " + sender + b"\r\nSubject: x\r\n\r\nbody\r\n"
+    assert email_to_text(raw).splitlines()[1] == line
+
+
 def test_other_headers_are_summarised_on_one_bounded_line() -> None:
     hops = b"".join(b"Received: from relay%d.example.net by mx.example.org\r\n" % i
                     for i in range(10))
