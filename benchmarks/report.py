@@ -225,16 +225,25 @@ def _save(fig: Any, path: Path) -> str:
 # -- the document -----------------------------------------------------------------------------
 
 
+def provided_sections(earlier: list[dict[str, Any]], now: list[str],
+                      unrecorded: tuple[str, ...] = ()) -> list[tuple[dict[str, Any], list[str]]]:
+    """Each earlier run (oldest first) with the sections whose figures are still its own: those
+    no later run, nor the current one (`now`), measured again. A run that did not record its
+    sections counts as having run `unrecorded`."""
+    later = set(now)
+    provided = []
+    for run in reversed(earlier):  # newest first: a later run's figures win
+        own = [name for name in run.get("sections") or unrecorded if name not in later]
+        later |= set(own)
+        provided.append((run, own))
+    return provided[::-1]
+
+
 def earlier_run_lines(r: dict[str, Any]) -> list[str]:
     """One paragraph per earlier run (`--only`) saying which sections' figures are its."""
-    later = set(r.get("run", {}).get("sections") or [])
-    provided = []
-    for earlier in reversed(r.get("reruns", [])):  # newest first: a later run's figures win
-        own = [name for name in earlier.get("sections") or [] if name not in later]
-        later |= set(own)
-        provided.append((earlier, own))
+    now = r.get("run", {}).get("sections") or []
     L: list[str] = []
-    for earlier, own in reversed(provided):
+    for earlier, own in provided_sections(r.get("reruns", []), now):
         which = f"Sections {', '.join(own)}" if own else "Other sections"
         L += [f"{which} come from an earlier run, "
               f"`{earlier.get('command', '').strip()}` ({earlier.get('started')}, load average "

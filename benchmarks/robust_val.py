@@ -22,6 +22,7 @@ from benchmarks.accuracy import (  # noqa: E402
     EMAIL_VARIANTS,
     SMS_VARIANTS,
     load_corpora,
+    metrics_of_decisions,
     model_scores,
 )
 from benchmarks.common import DATA_DIR  # noqa: E402
@@ -62,13 +63,10 @@ def _or_original(fn: Callable[[bytes, int], bytes], raw: bytes, index: int) -> b
 
 def figures(predictor: Predictor, examples: list[Example]) -> tuple[float, int, int]:
     """F1, false positives and false negatives at the artifact's own thresholds."""
-    _, predicted = model_scores(predictor, examples)
+    p, predicted = model_scores(predictor, examples)
     truth = [ex.label == "spam" for ex in examples]
-    said = [p == "spam" for p in predicted]
-    tp = sum(t and s for t, s in zip(truth, said, strict=True))
-    fp = sum(s and not t for t, s in zip(truth, said, strict=True))
-    fn = sum(t and not s for t, s in zip(truth, said, strict=True))
-    return (2 * tp / (2 * tp + fp + fn) if tp else 0.0), fp, fn
+    m = metrics_of_decisions(truth, p, [d == "spam" for d in predicted], None)
+    return m["f1"], m["fp"], m["fn"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -249,14 +249,9 @@ class Suite:
 def still_providing(earlier: list[dict[str, Any]], now: list[str]) -> list[dict[str, Any]]:
     """The earlier runs (oldest first) whose figures are still in the results: a run all of
     whose sections were measured again by a later run drops out."""
-    kept: list[dict[str, Any]] = []
-    later = set(now)
-    for run in reversed(earlier):
-        own = set(run.get("sections") or SECTIONS)
-        if own - later:
-            kept.append(run)
-        later |= own
-    return kept[::-1]
+    from benchmarks.report import provided_sections
+
+    return [run for run, own in provided_sections(earlier, now, SECTIONS) if own]
 
 
 def main(argv: list[str] | None = None) -> int:
