@@ -113,22 +113,35 @@ class _Outgoing:
     source: SourceRecord
     is_result: bool
     attempts: int = 0
+    completion: _Completion | None = None  # shared by a result and its routed copy
 
 
 class _Completion:
-    """Marks a record done once all its outputs (result and routed copy) are acknowledged."""
+    """Marks a record done once all its outputs (result and routed copy) are acknowledged, each
+    itself or through a dead letter that stands in for it (a copy too large to produce)."""
 
-    def __init__(self, parts: int, done: Callable[[object], None]) -> None:
+    def __init__(self, parts: int, done: Callable[[object], None],
+                 replaced: Callable[[object], None]) -> None:
         self._left = parts
+        self._published = False
         self._lock = threading.Lock()
-        self._done = done
+        self._done = done  # at least one copy was published
+        self._replaced = replaced  # every copy was replaced by a dead letter
 
     def ack(self, metadata: object) -> None:
+        self._part_done(metadata, published=True)
+
+    def stand_in(self) -> None:
+        """A dead letter standing in for one copy is acknowledged."""
+        self._part_done(None, published=False)
+
+    def _part_done(self, metadata: object, published: bool) -> None:
         with self._lock:
             self._left -= 1
-            finished = self._left == 0
+            self._published = self._published or published
+            finished, published = self._left == 0, self._published
         if finished:
-            self._done(metadata)
+            (self._done if published else self._replaced)(metadata)
 
 
 def available_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
@@ -529,14 +542,19 @@ class Worker:
         record = request.record
         done: Callable[[object], None] = partial(self._done_classified, record, label)
         routed = self.config.output.routes.get(label)
+        completion = None
         if routed:  # the record is done once both copies are acknowledged
-            done = _Completion(2, done).ack
+            completion = _Completion(2, done, partial(self._ack_record, record))
+            done = completion.ack
         self._send(_Outgoing(self.config.kafka.output_topic, record.key, value, headers, done,
-                             record, True))
+                             record, True, 0, completion))
         if routed:
-            self._send(_Outgoing(routed, record.key, value, headers, done, record, True))
+            self._send(_Outgoing(routed, record.key, value, headers, done, record, True, 0,
+                                 completion))
 
-    def _dead_letter(self, rejection: Rejection) -> None:
+    def _dead_letter(self, rejection: Rejection, completion: _Completion | None = None) -> None:
+        """Produce *rejection* to the dead-letter topic; once acknowledged, the record is done
+        (or, with *completion*, the result copy it stands in for is)."""
         record = rejection.record
         log.info("dead letter %s: %s (%s)", record.ref, rejection.reason, rejection.detail[:200])
         value = record.value if record.value is not None or record.key is not None else b""
@@ -545,7 +563,7 @@ class Worker:
             record.key,
             value,
             codec.dead_letter_headers(rejection),
-            partial(self._done_dead_letter, record, rejection.reason),
+            partial(self._done_dead_letter, record, rejection.reason, completion),
             record,
             False,
         ))
@@ -565,9 +583,10 @@ class Worker:
         self.metrics.produce_errors.labels(out.topic).inc()
         if isinstance(exc, MessageSizeTooLargeError):
             if out.is_result:
-                # The result itself is too large (huge input headers): dead-letter the input.
-                self._dead_letter(Rejection(out.source, codec.OUTPUT_TOO_LARGE, str(exc)))
-                out.on_ack(None)  # the dead letter stands for this output
+                # The result itself is too large (huge input headers): the input goes to the
+                # dead-letter topic in its place, and counts as done once that is acknowledged.
+                self._dead_letter(Rejection(out.source, codec.OUTPUT_TOO_LARGE, str(exc)),
+                                  out.completion)
                 return
             smaller = _smaller_dead_letter(out)
             if smaller is not None:
@@ -600,8 +619,15 @@ class Worker:
             )
         self._tracker.ack((record.topic, record.partition), record.offset)
 
-    def _done_dead_letter(self, record: SourceRecord, reason: str, _metadata: object) -> None:
+    def _done_dead_letter(self, record: SourceRecord, reason: str,
+                          completion: _Completion | None, _metadata: object) -> None:
         self.metrics.dead_lettered.labels(reason).inc()
+        if completion is not None:
+            completion.stand_in()
+        else:
+            self._ack_record(record)
+
+    def _ack_record(self, record: SourceRecord, _metadata: object = None) -> None:
         self._tracker.ack((record.topic, record.partition), record.offset)
 
     # -- offsets, rebalances, backpressure, lag ------------------------------------------------

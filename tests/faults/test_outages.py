@@ -138,6 +138,54 @@ def test_results_too_large_for_the_output_become_dead_letters(broker, topics, tm
     reader.close()
 
 
+def test_a_result_too_large_is_done_only_once_its_dead_letter_is_acknowledged(
+        broker, topics, tmp_path):
+    """The producer refuses the result at once (client-side size check); the dead letter that
+    replaces it goes to a cut link. Until the link is back and the dead letter acknowledged,
+    the record stays in flight and its offset uncommitted; it never counts as classified."""
+    names = topics()
+    group = "large-cut-" + uuid.uuid4().hex[:6]
+    proxy = Proxy(broker).start()
+    producer_settings = (f"kafka.producer={{bootstrap_servers: [{proxy.bootstrap}], "
+                         "max_request_size: 10000, request_timeout_ms: 2000, "
+                         "delivery_timeout_ms: 4000, max_block_ms: 2000}")
+    reader = TopicReader(broker, names["dlq"])
+    worker = WorkerProcess(broker, names, group, log_dir=tmp_path,
+                           extra=(producer_settings,
+                                  "kafka.produce_retry_max_backoff_ms=2000")).start()
+    try:
+        poll_until(lambda: worker.status("/readyz") == 200, timeout_s=60, what="ready")
+        proxy.stop()
+        producer = KafkaProducer(bootstrap_servers=broker)
+        producer.send(names["input"], key=b"fat-headers", headers=[("blob", b"h" * 20_000)],
+                      value=b'{"id": "fat", "text": "hello there"}')
+        producer.flush()
+        producer.close()
+        # The result is refused, then the dead letter fails on the cut link (delivery timeout).
+        poll_until(lambda: worker.metric("streamclf_produce_errors_total",
+                                         {"topic": names["dlq"]}) >= 1,
+                   timeout_s=60, what="the dead letter failing while cut")
+        assert worker.metric("streamclf_produce_errors_total", {"topic": names["output"]}) >= 1
+        assert worker.metric("streamclf_in_flight_messages") == 1
+        assert worker.metric("streamclf_messages_classified_total") == 0
+        assert sum(committed_offsets(broker, group).values()) == 0
+        proxy.start()
+        letters = reader.wait_for(1, timeout_s=120)
+        poll_until(lambda: sum(committed_offsets(broker, group).values()) >= 1,
+                   timeout_s=60, what="committed once the dead letter is acknowledged")
+        dead = worker.metric("streamclf_messages_dead_lettered_total",
+                             {"reason": "output_too_large"})
+        classified = worker.metric("streamclf_messages_classified_total")
+    finally:
+        code = worker.terminate()
+        proxy.stop()
+    assert code == 0
+    assert letters[0].key == b"fat-headers"
+    assert dict(letters[0].headers)["streamclf-error"] == b"output_too_large"
+    assert dead == 1 and classified == 0
+    reader.close()
+
+
 def test_output_outage_never_commits_past_unacknowledged(broker, topics, tmp_path):
     """Only the producer goes through a proxy: while it is cut the worker still consumes and
     could commit, but no offset moves until the results are acknowledged; then it recovers."""
