@@ -176,23 +176,41 @@ def load_config(
     for name, value in sorted(env.items()):
         if name.startswith(ENV_PREFIX):
             dotted = ".".join(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
-            _set_path(data, dotted, _parse_scalar(value), origin=name)
+            _set_path(data, dotted, _Text(value), origin=name)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected key.path=value")
-        _set_path(data, key.strip(), _parse_scalar(value), origin=f"--set {key.strip()}")
+        _set_path(data, key.strip(), _Text(value), origin=f"--set {key.strip()}")
     config = _build(Config, data, "")
     _validate(config)
     return config
 
 
-def _parse_scalar(value: str) -> Any:
-    """Env and --set values are YAML scalars or flow collections: `6000`, `true`, `[a, b]`."""
+class _Text(str):
+    """An env or --set value as typed. A string key takes it verbatim (a password `s3cret #1`,
+    a group id `0123`); other keys read it as YAML: `6000`, `true`, `[a, b]`, `{k: v}`."""
+
+
+def _from_text(hint: Any, text: _Text) -> Any:
+    inner = hint
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        inner = next(a for a in typing.get_args(hint) if a is not type(None))
+    if inner is str:
+        return str(text)
+    if typing.get_origin(inner) is list and not text.lstrip().startswith("["):
+        return [v.strip() for v in text.split(",") if v.strip()]  # "a,b"
+    return _yaml_value(text)
+
+
+def _yaml_value(value: Any) -> Any:
+    """A _Text read as YAML (where no key type says otherwise); anything else unchanged."""
+    if not isinstance(value, _Text):
+        return value
     try:
         return yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError:
-        return value
+        return str(value)
 
 
 def _set_path(data: dict[str, Any], dotted: str, value: Any, origin: str) -> None:
@@ -222,6 +240,8 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 
 
 def _coerce(hint: Any, value: Any, path: str) -> Any:
+    if isinstance(value, _Text):
+        value = _from_text(hint, value)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, path + ".")
     origin = typing.get_origin(hint)
@@ -232,15 +252,16 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(inner[0], value, path)
     if origin is list:
-        if isinstance(value, str):  # "a,b" from env or --set
-            value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
             raise ConfigError(f"{path}: expected a list, got {_describe(value)}")
         return [_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {_describe(value)}")
-        return dict(value)
+        # Entries may come one by one from env or --set (kafka.consumer.session_timeout_ms=6000).
+        if len(args) == 2 and args[1] is not Any:
+            return {k: _coerce(args[1], v, f"{path}.{k}") for k, v in value.items()}
+        return {k: _yaml_value(v) for k, v in value.items()}
     if hint is bool:
         if isinstance(value, bool):
             return value

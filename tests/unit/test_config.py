@@ -34,6 +34,39 @@ def test_env_list_as_comma_separated():
     assert config.kafka.bootstrap_servers == ["b1:9092", "b2:9092"]
 
 
+def test_env_and_set_strings_are_taken_verbatim():
+    """A string key takes the value as typed: YAML would cut a password at ` #`, read `0123`
+    as octal 83 and `12:30` as 750 (sexagesimal), and refuse `yes` or `~` as strings."""
+    env = {"STREAMCLF__KAFKA__SASL_PLAIN_PASSWORD": "s3cret #1",
+           "STREAMCLF__KAFKA__GROUP_ID": "0123",
+           "STREAMCLF__KAFKA__OUTPUT_TOPIC": "12:30",
+           "STREAMCLF__KAFKA__DLQ_TOPIC": "yes",
+           "STREAMCLF__KAFKA__CLIENT_ID": "~"}
+    config = load_config(None, ["kafka.input_topics=0x1F,[b]", "output.routes.spam=0123"],
+                         environ=env)
+    assert config.kafka.sasl_plain_password == "s3cret #1"
+    assert config.kafka.group_id == "0123"
+    assert config.kafka.output_topic == "12:30"
+    assert config.kafka.dlq_topic == "yes"
+    assert config.kafka.client_id == "~"
+    assert config.kafka.input_topics == ["0x1F", "[b]"]
+    assert config.output.routes == {"spam": "0123"}
+
+
+def test_env_and_set_values_of_other_types_are_read_as_yaml():
+    env = {"STREAMCLF__BATCHING__MAX_BATCH_SIZE": "16",
+           "STREAMCLF__KAFKA__CONSUMER__SESSION_TIMEOUT_MS": "6000",
+           "STREAMCLF__MODEL__THRESHOLD": "null"}
+    config = load_config(None, ["kafka.input_topics=[a, b]", "metrics.port=9200"], environ=env)
+    assert config.batching.max_batch_size == 16
+    assert config.kafka.consumer == {"session_timeout_ms": 6000}
+    assert config.model.threshold is None
+    assert config.kafka.input_topics == ["a", "b"]
+    assert config.metrics.port == 9200
+    with pytest.raises(ConfigError, match="batching.max_batch_size"):
+        load_config(None, ["batching.max_batch_size=many"], environ={})
+
+
 def test_passthrough_mappings_keep_their_keys():
     config = load_config(None, ["kafka.consumer={session_timeout_ms: 6000, fetch_max_wait_ms: 50}"],
                          environ={})
