@@ -316,6 +316,16 @@ class Worker:
 
     def _connect(self) -> bool:
         """Create producer and consumer, retrying while the broker is unreachable."""
+        # Retrying is being alive: /healthz must not have the pod restarted while the broker is
+        # away (one attempt can take longer than the loop deadline allows a loop step).
+        self.health.connecting = True
+        try:
+            return self._connect_with_retries()
+        finally:
+            self.health.connecting = False
+            self.health.last_loop_at = time.monotonic()
+
+    def _connect_with_retries(self) -> bool:
         backoff_s = 1.0
         while not self._stop.is_set():
             try:

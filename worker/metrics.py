@@ -145,6 +145,7 @@ class Health:
     assigned: bool = False
     connected: bool = True
     last_loop_at: float = field(default_factory=time.monotonic)
+    connecting: bool = False  # creating the Kafka clients, retrying while the broker is away
     stuck_reason: str | None = None
     loop_deadline_s: float = 60.0
 
@@ -158,7 +159,7 @@ class Health:
         return True, "ready"
 
     def alive(self) -> tuple[bool, str]:
-        if time.monotonic() - self.last_loop_at > self.loop_deadline_s:
+        if not self.connecting and time.monotonic() - self.last_loop_at > self.loop_deadline_s:
             return False, f"worker loop has not run for {self.loop_deadline_s:.0f} s"
         if self.stuck_reason:
             return False, self.stuck_reason

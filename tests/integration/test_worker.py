@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -218,6 +219,23 @@ def run_cli(broker: str, names: dict[str, str], group: str, port: int) -> subpro
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
+
+
+def test_a_worker_waiting_for_an_absent_broker_stays_alive():
+    """Started while no broker listens, the worker retries with backoff: /healthz stays 200 (a
+    liveness probe must not restart it for that) while /readyz says 503."""
+    names = {"input": "in", "output": "out", "dlq": "dlq"}
+    with RunningWorker(f"127.0.0.1:{free_port()}", names) as running:
+        health = running.worker.health
+        health.loop_deadline_s = 3.0  # instead of 60 s, to keep the test short
+        poll_until(lambda: "broker unreachable" in http_get(running.url("/readyz"))[1],
+                   what="a failed connection attempt")
+        watch_until = time.monotonic() + 3 * health.loop_deadline_s
+        while time.monotonic() < watch_until:
+            assert http_get(running.url("/healthz"))[0] == 200, "dead while retrying"
+            assert http_get(running.url("/readyz"))[0] == 503
+            time.sleep(0.2)  # sampling interval of the probes, not a synchronisation
+        assert health.connecting and running.thread.is_alive()  # still retrying
 
 
 def test_restart_after_sigterm_resumes_without_reprocessing(broker, topics):
