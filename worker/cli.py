@@ -202,6 +202,7 @@ def iter_records(paths: Sequence[str], split: str | None = None) -> Iterator[tup
 def cmd_produce(args: argparse.Namespace) -> int:
     from kafka import KafkaProducer
 
+    from model.data import DataError
     from worker.kafka import ensure_topics
 
     setup_logging("WARNING")
@@ -227,6 +228,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
             if args.limit is not None and sent >= args.limit:
                 break
         producer.flush()
+    except DataError as exc:  # a bad line or file: say so, and what went out before it
+        producer.flush()
+        raise ConfigError(f"{exc} (the {sent} records before it were produced)") from exc
     finally:
         producer.close()
     print(f"produced {sent} records to {args.topic}", file=sys.stderr)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TopicReader
 from worker.broker import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,6 +48,24 @@ def test_usage_errors_exit_2():
 
 
 @pytest.mark.integration
+@pytest.mark.integration
+def test_produce_stops_at_a_bad_line_with_exit_2_after_sending_the_lines_before(
+        broker, topics, tmp_path):
+    names = topics()
+    data = tmp_path / "msgs.jsonl"
+    data.write_text('{"id": "a", "text": "hello"}\n{"id": "b", "text": \n'
+                    '{"id": "c", "text": "never sent"}\n')
+    result = streamclf("produce", "--bootstrap-servers", broker, "--topic", names["input"],
+                       str(data))
+    assert result.returncode == 2, result.stderr
+    assert f"{data}:2: invalid JSON" in result.stderr
+    assert "the 1 records before it were produced" in result.stderr
+    assert "Traceback" not in result.stderr
+    reader = TopicReader(broker, names["input"])
+    assert [r.key for r in reader.wait_for(1, timeout_s=30)] == [b"a"]
+    reader.close()
+
+
 def test_broker_command_serves_and_stops_cleanly():
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "worker", "broker", "--port", str(port)],
