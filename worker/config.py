@@ -43,10 +43,16 @@ class KafkaConfig:
     ssl_keyfile: str | None = None
     ssl_password: str | None = None
     ssl_check_hostname: bool = True
+    ssl_crlfile: str | None = None
+    ssl_ciphers: str | None = None
+    sasl_kerberos_name: str | None = None  # GSSAPI (needs the gssapi package)
+    sasl_kerberos_service_name: str | None = None  # kafka-python's default: kafka
+    sasl_kerberos_domain_name: str | None = None
     # Passed unchanged to KafkaConsumer / KafkaProducer (they win over the settings above).
     consumer: dict[str, Any] = field(default_factory=dict)
     producer: dict[str, Any] = field(default_factory=dict)
-    # How long to retry a produce that the broker refused before giving up on the process.
+    # The longest wait between retries of a produce the broker refused. The worker retries
+    # until it succeeds; nothing past that record is committed meanwhile.
     produce_retry_max_backoff_ms: int = 10_000
     # Offsets are committed at most this often (and at shutdown and revocation); shorter means
     # fewer records classified twice after a crash, at the cost of one commit request each time.

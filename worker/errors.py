@@ -2,9 +2,7 @@
 
     StreamclfError
      ├── ConfigError      bad configuration or usage (exit code 2)
-     ├── BrokerError      the embedded development broker could not start
-     └── FatalError       the worker cannot go on; it stops cleanly and restarts from the last
-                          committed offsets (exit code 1)
+     └── BrokerError      the embedded development broker could not start (exit code 1)
 
 Problems with a single record are not exceptions: they become dead letters (see `codec`).
 """
@@ -20,7 +18,3 @@ class ConfigError(StreamclfError):
 
 class BrokerError(StreamclfError):
     """The embedded broker could not be found or started."""
-
-
-class FatalError(StreamclfError):
-    """An unrecoverable runtime failure."""

@@ -31,6 +31,11 @@ _SECURITY_KEYS = (
     "ssl_keyfile",
     "ssl_password",
     "ssl_check_hostname",
+    "ssl_crlfile",
+    "ssl_ciphers",
+    "sasl_kerberos_name",
+    "sasl_kerberos_service_name",
+    "sasl_kerberos_domain_name",
 )
 # Settings the worker's delivery guarantee depends on; a pass-through may not change them.
 _CONSUMER_FIXED = {"enable_auto_commit": False}

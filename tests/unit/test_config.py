@@ -119,3 +119,25 @@ def test_secrets_are_redacted():
     text = str(redacted(config))
     assert "hunter2" not in text and "s3cret" not in text
     assert config.kafka.sasl_plain_password == "hunter2"
+
+
+def test_security_settings_reach_the_kafka_clients_and_unset_ones_stay_out(tmp_path):
+    from worker.kafka import client_settings, consumer_settings, producer_settings
+
+    secret = tmp_path / "password"
+    secret.write_text("from-file\n")
+    config = load_config(None, ["kafka.security_protocol=SASL_SSL",
+                                "kafka.sasl_mechanism=GSSAPI",
+                                "kafka.sasl_kerberos_service_name=kafka-prod",
+                                "kafka.ssl_crlfile=/etc/kafka/crl.pem",
+                                "kafka.ssl_ciphers=ECDHE-RSA-AES256-GCM-SHA384",
+                                f"kafka.sasl_plain_password_file={secret}"], environ={})
+    settings = client_settings(config.kafka)
+    assert settings["sasl_kerberos_service_name"] == "kafka-prod"
+    assert settings["ssl_crlfile"] == "/etc/kafka/crl.pem"
+    assert settings["ssl_ciphers"] == "ECDHE-RSA-AES256-GCM-SHA384"
+    assert settings["sasl_plain_password"] == "from-file"
+    assert "sasl_kerberos_domain_name" not in settings and "ssl_cafile" not in settings
+    for built in (consumer_settings(config.kafka), producer_settings(config.kafka)):
+        assert built["security_protocol"] == "SASL_SSL"
+        assert built["sasl_mechanism"] == "GSSAPI"
