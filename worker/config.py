@@ -205,7 +205,7 @@ def _from_text(hint: Any, text: _Text) -> Any:
     if inner is str:
         return str(text)
     if typing.get_origin(inner) is list and not text.lstrip().startswith("["):
-        return [v.strip() for v in text.split(",") if v.strip()]  # "a,b"
+        return str(text)  # "a,b": split below, each item verbatim
     return _yaml_value(text)
 
 
@@ -258,6 +258,8 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(inner[0], value, path)
     if origin is list:
+        if isinstance(value, str):  # "a,b" (a YAML file may give one string too)
+            value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
             raise ConfigError(f"{path}: expected a list, got {_describe(value)}")
         return [_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]

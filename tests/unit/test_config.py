@@ -29,6 +29,13 @@ def test_yaml_then_env_then_set(tmp_path):
     assert config.batching.max_batch_size == 16
 
 
+def test_a_yaml_list_may_be_one_string(tmp_path):
+    config = load_config(write(tmp_path, "kafka:\n  bootstrap_servers: kafka:9092\n"
+                                         "  input_topics: a, b\n"), environ={})
+    assert config.kafka.bootstrap_servers == ["kafka:9092"]
+    assert config.kafka.input_topics == ["a", "b"]
+
+
 def test_env_list_as_comma_separated():
     config = load_config(None, environ={"STREAMCLF__KAFKA__BOOTSTRAP_SERVERS": "b1:9092,b2:9092"})
     assert config.kafka.bootstrap_servers == ["b1:9092", "b2:9092"]
