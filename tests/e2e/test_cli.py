@@ -48,7 +48,6 @@ def test_usage_errors_exit_2():
 
 
 @pytest.mark.integration
-@pytest.mark.integration
 def test_produce_stops_at_a_bad_line_with_exit_2_after_sending_the_lines_before(
         broker, topics, tmp_path):
     names = topics()

@@ -200,16 +200,20 @@ def test_readyz_is_503_before_assignment_and_200_after(broker, topics):
     group = "ready-" + uuid.uuid4().hex[:6]
     config = load_config(None, settings(broker, names, port, group), environ={})
     worker = Worker(config)
-    seen: list[int] = []
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
-    poll_until(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, what="healthz")
-    seen.append(http_get(f"http://127.0.0.1:{port}/readyz")[0])
+    # With the model loaded and the broker answering, readiness waits for the group join
+    # (about half the session timeout here), and says so.
+    def waiting_for_partitions() -> tuple[int, str] | None:
+        status, body = http_get(f"http://127.0.0.1:{port}/readyz")
+        return (status, body) if "no partitions assigned" in body else None
+
+    before = poll_until(waiting_for_partitions, what="readyz: no partitions assigned")
     poll_until(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, what="ready")
+    assert worker.health.assigned
     worker.stop()
     thread.join(timeout=60)
-    # The group join takes about half the session timeout, so the first probe sees 503.
-    assert seen == [503]
+    assert before[0] == 503
 
 
 def run_cli(broker: str, names: dict[str, str], group: str, port: int) -> subprocess.Popen:

@@ -28,7 +28,7 @@ def test_auto_picks_cuda():
 
 @needs_cuda
 def test_int8_is_cpu_only():
-    # quantize: auto (the worker's default) keeps float32 on the GPU; int8 is refused there.
+    # quantize: auto keeps float32 on the GPU; int8 is refused there.
     assert not Predictor.load("bundled", device="cuda", quantize="auto").quantized
     with pytest.raises(ValueError, match="CPU only"):
         Predictor.load("bundled", device="cuda", quantize="int8")

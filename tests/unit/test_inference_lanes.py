@@ -41,8 +41,9 @@ class _Labelled:
 
 class SlowFirstBatches:
     """Takes longer on earlier batches, so that with two lanes later batches finish first;
-    records how many batches ran at the same time. The first calls wait (up to a second) until
-    `lanes` of them are running, so that a slow thread start cannot hide the concurrency."""
+    records how many batches ran at the same time. The first calls wait (up to 10 s, on a loaded
+    machine) until `lanes` of them are running, so that a slow thread start cannot hide the
+    concurrency."""
 
     name, version, labels, device, max_tokens = "fake", "1", ("a", "b"), "cpu", 64
 
@@ -63,8 +64,10 @@ class SlowFirstBatches:
             self.calls += 1
             self.most_at_once = max(self.most_at_once, self.active)
             self._cond.notify_all()
-            self._met = self._met or self._cond.wait_for(
-                lambda: self._met or self.active >= self.lanes, timeout=1.0)
+            # Waiting ends for good at the first meeting or the first timeout: a worker that
+            # runs batches one by one then costs one timeout and fails on most_at_once.
+            self._cond.wait_for(lambda: self._met or self.active >= self.lanes, timeout=10.0)
+            self._met = True
             wait = 0.05 if self.calls % 2 else 0.005
         time.sleep(wait)  # stands in for a forward pass that releases the GIL
         with self._cond:

@@ -77,8 +77,9 @@ def test_bundled_handles_empty_and_huge_text(bundled: Predictor) -> None:
 
 
 def test_int8_copy_agrees_with_float32(bundled: Predictor) -> None:
-    """The worker's default on CPU (`model.quantize: auto`) serves the int8 copy: same labels
-    on the bundled model's kinds of text, probabilities within a few hundredths."""
+    """The int8 copy (`model.quantize: int8`, and `auto` on a CPU; the worker's default is
+    `none`) gives the same labels on the bundled model's kinds of text, probabilities within a
+    few hundredths."""
     int8 = Predictor.load("bundled", device="cpu", quantize="int8")
     assert int8.quantized and not bundled.quantized
     assert Predictor.load("bundled", device="cpu", quantize="auto").quantized
