@@ -118,26 +118,42 @@ class _Outgoing:
 
 class _Completion:
     """Marks a record done once all its outputs (result and routed copy) are acknowledged, each
-    itself or through a dead letter that stands in for it (a copy too large to produce)."""
+    itself or through the one dead letter that stands in for the copies too large to produce."""
 
     def __init__(self, parts: int, done: Callable[[object], None],
                  replaced: Callable[[object], None]) -> None:
         self._left = parts
         self._published = False
+        self._replaced_parts = 0  # copies the dead letter stands in for
+        self._dead_letter = "none"  # none | sent | acknowledged
         self._lock = threading.Lock()
         self._done = done  # at least one copy was published
-        self._replaced = replaced  # every copy was replaced by a dead letter
+        self._replaced = replaced  # every copy was replaced by the dead letter
 
     def ack(self, metadata: object) -> None:
-        self._part_done(metadata, published=True)
+        self._parts_done(1, metadata, published=True)
 
-    def stand_in(self) -> None:
-        """A dead letter standing in for one copy is acknowledged."""
-        self._part_done(None, published=False)
-
-    def _part_done(self, metadata: object, published: bool) -> None:
+    def replace(self) -> bool:
+        """A copy is too large to produce. True for the first one: the caller sends the dead
+        letter; later copies are done together with it."""
         with self._lock:
-            self._left -= 1
+            state = self._dead_letter
+            if state != "acknowledged":
+                self._replaced_parts += 1
+                self._dead_letter = "sent"
+        if state == "acknowledged":
+            self._parts_done(1, None, published=False)
+        return state == "none"
+
+    def dead_letter_acknowledged(self) -> None:
+        with self._lock:
+            self._dead_letter = "acknowledged"
+            parts, self._replaced_parts = self._replaced_parts, 0
+        self._parts_done(parts, None, published=False)
+
+    def _parts_done(self, parts: int, metadata: object, published: bool) -> None:
+        with self._lock:
+            self._left -= parts
             self._published = self._published or published
             finished, published = self._left == 0, self._published
         if finished:
@@ -199,13 +215,17 @@ def _in_partitions(partitions: set[Partition], request: Request) -> bool:
 
 def _smaller_dead_letter(out: _Outgoing) -> _Outgoing | None:
     """A dead letter the broker refused for its size, without the value, then without the input's
-    own headers; the reason and source headers always stay. None when nothing is left to drop."""
+    own headers, then without the key; the reason and source headers always stay. None when
+    nothing is left to drop."""
     ours = [(n, v) for n, v in out.headers if n.startswith("streamclf-")]
     if out.value:
         dropped = ("streamclf-value-dropped", str(len(out.value)).encode())
         return replace(out, value=b"", headers=[*out.headers, dropped], attempts=0)
     if len(ours) < len(out.headers):
         return replace(out, headers=[*ours, ("streamclf-headers-dropped", b"1")], attempts=0)
+    if out.key:
+        dropped = ("streamclf-key-dropped", str(len(out.key)).encode())
+        return replace(out, key=None, headers=[*out.headers, dropped], attempts=0)
     return None
 
 
@@ -480,8 +500,14 @@ class Worker:
                 return
             classified_at_ms = int(time.time() * 1000)  # the window's forward passes are done
             for request, prediction in zip(*item, strict=True):
-                if prediction is not None:
+                if prediction is None:
+                    continue
+                try:
                     self._publish(request, prediction, classified_at_ms)
+                except Exception as exc:  # one record must not stop every later result
+                    log.exception("cannot publish the result of %s", request.record.ref)
+                    self._dead_letter(Rejection(request.record, codec.OUTPUT,
+                                                f"the result could not be built: {exc!r}"))
 
     def _classify_window(
         self, classifier: Classifier, window: list[Request], lanes: ThreadPoolExecutor | None
@@ -595,8 +621,9 @@ class Worker:
             if out.is_result:
                 # The result itself is too large (huge input headers): the input goes to the
                 # dead-letter topic in its place, and counts as done once that is acknowledged.
-                self._dead_letter(Rejection(out.source, codec.OUTPUT_TOO_LARGE, str(exc)),
-                                  out.completion)
+                if out.completion is None or out.completion.replace():
+                    self._dead_letter(Rejection(out.source, codec.OUTPUT_TOO_LARGE, str(exc)),
+                                      out.completion)
                 return
             smaller = _smaller_dead_letter(out)
             if smaller is not None:
@@ -633,7 +660,7 @@ class Worker:
                           completion: _Completion | None, _metadata: object) -> None:
         self.metrics.dead_lettered.labels(reason).inc()
         if completion is not None:
-            completion.stand_in()
+            completion.dead_letter_acknowledged()
         else:
             self._ack_record(record)
 
@@ -690,7 +717,8 @@ class Worker:
             log.info("partitions %s: %s", kind, sorted(f"{tp.topic}:{tp.partition}" for tp in tps))
             if kind == "assigned":
                 if self._paused and tps:
-                    consumer.pause(*tps)
+                    # A later event of the same poll may have taken some back already.
+                    consumer.pause(*(tps & consumer.assignment()))
                 self._progress_at = time.monotonic()
                 continue
             current = consumer.assignment()
@@ -790,7 +818,10 @@ class Worker:
         inference.join(timeout=max(0.0, deadline - time.monotonic()))
         publisher.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._producer is not None:
-            self._producer.flush(timeout=max(0.1, deadline - time.monotonic()))
+            try:
+                self._producer.flush(timeout=max(0.1, deadline - time.monotonic()))
+            except KafkaError as exc:  # the deadline came first: commit what is acknowledged
+                log.warning("producer flush at the drain deadline: %s", exc)
         self._commit(force=True)
         left = self._tracker.in_flight()
         if left:

@@ -22,7 +22,8 @@ EMPTY = "empty"
 TOO_LARGE = "too_large"
 INFERENCE = "inference"
 OUTPUT_TOO_LARGE = "output_too_large"
-REASONS = (DECODE, EMPTY, TOO_LARGE, INFERENCE, OUTPUT_TOO_LARGE)
+OUTPUT = "output"  # the result could not be built (a bug, not bad input: it is logged too)
+REASONS = (DECODE, EMPTY, TOO_LARGE, INFERENCE, OUTPUT_TOO_LARGE, OUTPUT)
 
 _DETAIL_LIMIT = 500
 
@@ -223,7 +224,9 @@ def encode_result(
             },
             "classified_at_ms": now_ms,
         }, ensure_ascii=False)
-    return value.encode(), headers
+    # A lone surrogate (valid in JSON input: "\\ud800") cannot be UTF-8: it goes out as the
+    # same JSON escape.
+    return value.encode("utf-8", "backslashreplace"), headers
 
 
 _json_str = json.encoder.encode_basestring  # type: ignore[attr-defined]  # what json.dumps uses

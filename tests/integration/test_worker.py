@@ -168,6 +168,22 @@ def test_malformed_records_go_to_the_dead_letter_topic(broker, topics):
     dead.close()
 
 
+def test_an_id_with_a_lone_surrogate_gets_its_result_and_so_do_later_records(broker, topics):
+    """JSON allows "\\ud800" in a string, UTF-8 does not: the result carries the same escape, and
+    the records after it are published as usual."""
+    names = topics(partitions=1)
+    odd = b'{"id": "odd-\\ud800", "text": "see you at noon"}'
+    produce(broker, names["input"], [(b"odd", odd), *keyed_messages(5, "after")])
+    outputs = TopicReader(broker, names["output"])
+    with RunningWorker(broker, names):
+        results = outputs.wait_for(6)
+    by_key = results_by_key(results)
+    assert by_key[b"odd"]["id"] == "odd-\ud800"
+    assert b"odd-\\ud800" in next(r.value for r in results if r.key == b"odd")
+    assert {f"after{i}".encode() for i in range(5)} <= set(by_key)
+    outputs.close()
+
+
 def test_metrics_count_what_was_sent(broker, topics):
     names = topics()
     good = keyed_messages(50, "c")
