@@ -13,6 +13,7 @@ from kafka import KafkaProducer
 
 from tests.conftest import TopicReader, poll_until
 from tests.faults.harness import Proxy, Stream, WorkerProcess, committed_offsets
+from worker.kafka import ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -184,6 +185,62 @@ def test_a_result_too_large_is_done_only_once_its_dead_letter_is_acknowledged(
     assert dict(letters[0].headers)["streamclf-error"] == b"output_too_large"
     assert dead == 1 and classified == 0
     reader.close()
+
+
+def test_a_routed_result_too_large_for_both_topics_makes_one_dead_letter(broker, topics,
+                                                                         tmp_path):
+    names = topics()
+    routed = names["output"] + "-routed"
+    ensure_topics(broker, [routed], partitions=3)
+    group = "large-routed-" + uuid.uuid4().hex[:6]
+    producer = KafkaProducer(bootstrap_servers=broker)
+    producer.send(names["input"], key=b"fat-headers", headers=[("blob", b"h" * 20_000)],
+                  value=b'{"id": "fat", "text": "hello there"}')
+    producer.send(names["input"], key=b"normal", value=b'{"id": "n", "text": "hello"}')
+    producer.flush()
+    producer.close()
+    reader = TopicReader(broker, names["output"], routed, names["dlq"])
+    worker = WorkerProcess(broker, names, group, log_dir=tmp_path,
+                           extra=("kafka.producer={max_request_size: 10000}",
+                                  f"output.routes={{ham: {routed}, spam: {routed}}}")).start()
+    try:
+        reader.wait_for(3, timeout_s=120)  # the normal result twice, one dead letter
+        poll_until(lambda: worker.metric("streamclf_offsets_committed_total") >= 2,
+                   what="both committed")
+        dead = worker.metric("streamclf_messages_dead_lettered_total")
+        records = reader.read()
+    finally:
+        assert worker.terminate() == 0
+    topics_of = Counter((r.key, r.topic) for r in records)
+    assert topics_of == {(b"normal", names["output"]): 1, (b"normal", routed): 1,
+                         (b"fat-headers", names["dlq"]): 1}
+    assert dead == 1
+    reader.close()
+
+
+def test_drain_deadline_with_the_output_away_still_exits_0(broker, topics, tmp_path):
+    """SIGTERM while no result can be acknowledged: the drain gives up at its deadline, commits
+    nothing it should not, and exits 0 (the records are classified again after a restart)."""
+    names = topics()
+    group = "drain-cut-" + uuid.uuid4().hex[:6]
+    proxy = Proxy(broker).start()
+    producer_settings = (f"kafka.producer={{bootstrap_servers: [{proxy.bootstrap}], "
+                         "request_timeout_ms: 30000, delivery_timeout_ms: 60000}")
+    worker = WorkerProcess(broker, names, group, log_dir=tmp_path,
+                           extra=(producer_settings, "shutdown.drain_timeout_s=3")).start()
+    try:
+        poll_until(lambda: worker.status("/readyz") == 200, timeout_s=60, what="ready")
+        proxy.stop()
+        produce_backlog(broker, names["input"], 50)
+        poll_until(lambda: worker.metric("streamclf_messages_consumed_total") >= 50,
+                   what="consumed")
+        code = worker.terminate(timeout_s=30)
+    finally:
+        proxy.stop()
+    log = (tmp_path / "worker-1.log").read_text()
+    assert code == 0, log[-2000:]
+    assert "drain deadline reached: 50 records not acknowledged" in log
+    assert sum(committed_offsets(broker, group).values()) == 0
 
 
 def test_output_outage_never_commits_past_unacknowledged(broker, topics, tmp_path):
