@@ -19,6 +19,8 @@ total) so hostile input costs bounded time and memory.
 from __future__ import annotations
 
 import binascii
+import codecs
+import email.errors
 import email.header
 import email.parser
 import email.policy
@@ -115,7 +117,10 @@ def email_to_text(
     when the input is not bytes-like.
     """
     if isinstance(raw, str):
-        raw = raw.encode("utf-8", "surrogateescape")
+        try:
+            raw = raw.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
+            raw = raw.encode("utf-8", "replace")
     if not isinstance(raw, (bytes, bytearray, memoryview)):
         raise EmailError(f"expected bytes, got {type(raw).__name__}")
     raw = bytes(raw[:max_bytes])
@@ -231,7 +236,10 @@ _PARSEADDR_OPTIONS = (
 
 def _sender(msg: Message) -> str:
     """Display name and domain of the From address (the local part is mostly noise)."""
-    name, addr = email.utils.parseaddr(_header(msg, "from"), **_PARSEADDR_OPTIONS)
+    try:
+        name, addr = email.utils.parseaddr(_header(msg, "from"), **_PARSEADDR_OPTIONS)
+    except (RecursionError, ValueError, IndexError):  # e.g. thousands of nested "(" comments
+        return ""
     domain = addr.rpartition("@")[2].lower() if "@" in addr else ""
     return " ".join(part for part in (name.strip('"'), domain) if part)[:200]
 
@@ -269,7 +277,8 @@ def decode_header_value(value: str) -> str:
         return value
     try:
         parts = email.header.decode_header(value)
-    except (ValueError, binascii.Error, LookupError, AssertionError, UnicodeError):
+    except (ValueError, binascii.Error, LookupError, AssertionError, UnicodeError,
+            email.errors.HeaderParseError):  # e.g. "=?utf-8?b?a?=": base64 of a wrong length
         return value
     out = []
     for chunk, charset in parts:
@@ -353,6 +362,10 @@ def _leaf_text(part: Message, ctype: str) -> str:
     """Text of a non-multipart part; attachments and non-text parts become a one-line marker."""
     if ctype == "message/rfc822" or ctype.startswith("message/"):
         return ""  # compat32 gives these a list payload; handled as multipart above
+    if ctype.startswith("multipart/"):
+        # Declared multipart, but no boundary (or none found) to split it by: its body is text
+        # all the same, and hiding it behind a broken boundary must not hide it from the model.
+        ctype = "text/plain"
     if not ctype.startswith("text/") or _is_attachment(part):
         return f"[attachment {_filename(part) or 'unnamed'} {ctype}]"
     data = _payload_bytes(part)
@@ -361,7 +374,7 @@ def _leaf_text(part: Message, ctype: str) -> str:
     except Exception:  # noqa: BLE001
         charset = None
     if ctype == "text/html":
-        return html_to_text(_decode_bytes(data, charset)[:MAX_HTML_CHARS])
+        return html_to_text(_decode_bytes(data, charset, MAX_HTML_CHARS)[:MAX_HTML_CHARS])
     return _decode_bytes(data, charset)[:MAX_PART_CHARS]
 
 
@@ -379,12 +392,25 @@ def _payload_bytes(part: Message) -> bytes:
     return b""
 
 
-def _decode_bytes(data: bytes, charset: str | None) -> str:
-    """Decode with the declared charset, then UTF-8, then cp1252; never raises."""
+# Codecs Python accepts as a charset name that are not mail charsets; punycode's decoder is
+# quadratic (400 KB of "9": 20 s), so a hostile part must not reach them.
+_NOT_CHARSETS = frozenset(("punycode", "idna", "unicode-escape", "raw-unicode-escape"))
+
+
+def _decode_bytes(data: bytes, charset: str | None, limit: int = MAX_PART_CHARS) -> str:
+    """Decode with the declared charset, then UTF-8, then cp1252; never raises.
+
+    Only the bytes that can hold the *limit* characters kept are decoded (4 per character)."""
+    data = data[: 4 * limit]
     for candidate in (charset, "utf-8"):
         if not candidate:
             continue
         codec = candidate.strip().strip('"').lower()
+        try:
+            if codecs.lookup(codec).name in _NOT_CHARSETS:
+                continue
+        except (LookupError, ValueError, TypeError):
+            continue
         try:
             return data.decode(codec)
         except UnicodeDecodeError as exc:
@@ -447,11 +473,46 @@ _BLANKS = re.compile(r"[ \t\r\f\v]+")
 _NEWLINES = re.compile(r"\n\s*\n+")
 
 
+# A "<" whose tag (or comment) does not close within this many characters is read as text.
+# html.parser rescans from such a "<" to the end of the input, once per "<": "<a b" * 20,000
+# (80 KB) took 33 s. Real tags close within a few hundred characters.
+_TAG_REACH = 4_000
+
+
+def _escape_unclosed_tags(html: str) -> str:
+    """*html* with every "<" that starts no closed tag within reach written as "&lt;"."""
+    out: list[str] = []
+    start = 0
+    nowhere = len(html) + _TAG_REACH + 1  # "none further on": never looked up again
+    next_gt = next_comment_end = -1
+    i = html.find("<")
+    while i >= 0:
+        if html.startswith("<!--", i):
+            if next_comment_end < i:
+                found = html.find("-->", i + 4)
+                next_comment_end = found if found >= 0 else nowhere
+            closes = next_comment_end != nowhere  # a comment may be long; it only has to end
+        else:
+            if next_gt < i:
+                found = html.find(">", i)
+                next_gt = found if found >= 0 else nowhere
+            closes = next_gt - i <= _TAG_REACH
+        if not closes:
+            out.append(html[start:i])
+            out.append("&lt;")
+            start = i + 1
+        i = html.find("<", i + 1)
+    if not out:
+        return html
+    out.append(html[start:])
+    return "".join(out)
+
+
 def html_to_text(html: str) -> str:
     """Visible text of an HTML document (whitespace collapsed); never raises."""
     parser = _TextExtractor()
     try:
-        parser.feed(html)
+        parser.feed(_escape_unclosed_tags(html))
         parser.close()
     except Exception:  # noqa: BLE001 - html.parser is lenient, but keep what we have
         pass

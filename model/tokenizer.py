@@ -39,7 +39,7 @@ _MAX_WORD = 24
 _TOKEN_RE = re.compile(
     r"""
     (?P<url>(?:https?://|www\.)[^\s<>"')\]]+)
-  | (?P<email>[\w.+-]+@[\w-]+(?:\.[\w-]+)+)
+  | (?P<email>[\w.+-]{1,256}@[\w-]+(?:\.[\w-]+)+)
   | (?P<money>[$£€¥]\s?\d[\d,]*(?:\.\d+)?|\d[\d,]*(?:\.\d+)?\s?(?:usd|gbp|eur|dollars?|pounds?)\b)
   | (?P<phone>\+?\d[\d-]{8,}\d)
   | (?P<num>\d+(?:[.,:/]\d+)*)
@@ -106,7 +106,7 @@ def tokenize(text: str, max_tokens: int | None = None, head_fraction: float = 0.
         return truncate(_scan(text, None), max_tokens, head_fraction)
     head_n = max(1, int(max_tokens * head_fraction))
     tail_n = max_tokens - head_n
-    head = _scan(text[:window], head_n)
+    head = _scan(text[:window], head_n)[:head_n]  # "<caps>" comes with its word
     tail = _scan(text[-window:], None)[-tail_n:] if tail_n else []
     return head + tail
 

@@ -216,6 +216,55 @@ def test_huge_text_body_is_bounded() -> None:
     assert len(text) <= 400_000
 
 
+def test_hostile_headers_are_read_not_raised() -> None:
+    """An encoded word the stdlib refuses (base64 of a wrong length) stays as written, and a
+    From with thousands of nested comments loses its sender line, not the message: either one
+    used to raise, so a spammer could turn any mail into a dead letter instead of a verdict."""
+    raw = (b"Subject: =?utf-8?b?a?= cheap pills\nX-Trick: =?utf-8?b?a?=\n"
+           b"From: " + b"(" * 1999 + b"\n\nbuy now")
+    text = email_to_text(raw)
+    assert text.startswith("Subject: =?utf-8?b?a?= cheap pills\n")
+    assert "xtrick =?utf-8?b?a?=" in text and "From:" not in text
+    assert text.endswith("buy now")
+
+
+def test_a_declared_multipart_without_its_boundary_is_read_as_text() -> None:
+    raw = HEAD + (b'Subject: s\r\nContent-Type: multipart/alternative; boundary="ZZZ"\r\n\r\n'
+                  b"--OTHER\r\nContent-Type: text/plain\r\n\r\nhidden offer\r\n--OTHER--\r\n")
+    assert "hidden offer" in email_to_text(raw)
+    no_boundary = HEAD + b"Content-Type: multipart/mixed\r\n\r\nplain words here\r\n"
+    assert "plain words here" in email_to_text(no_boundary)
+
+
+def test_codecs_that_are_not_charsets_are_not_used() -> None:
+    """punycode decodes in quadratic time (400 KB: 20 s); a part declaring it reads as UTF-8."""
+    from model.email import _decode_bytes
+
+    assert _decode_bytes(b"abc-", "punycode") == "abc-"  # punycode would give "abc"
+    assert _decode_bytes(b"caf\xc3\xa9", "utf-8") == "café"
+    raw = HEAD + b"Content-Type: text/plain; charset=punycode\r\n\r\n-" + b"9" * 400_000
+    assert email_to_text(raw).endswith("9" * 100)
+
+
+def test_unclosed_tags_read_as_text_in_linear_time() -> None:
+    """html.parser rescans to the end of the input from every "<" whose tag never closes:
+    "<a b" * 20,000 (80 KB) took 33 s. Such a "<" is now text; real tags are untouched."""
+    from model.email import _escape_unclosed_tags
+
+    html = '<p>Hi <a href="http://x.example/">there</a><!-- long comment ' + "x" * 9000 + " -->"
+    assert _escape_unclosed_tags(html) == html
+    assert _escape_unclosed_tags("a <b c") == "a &lt;b c"
+    assert _escape_unclosed_tags("<!-- never closed <p>x</p>") == "&lt;!-- never closed <p>x</p>"
+    start = time.perf_counter()
+    text = html_to_text("<a b" * 20_000)
+    assert time.perf_counter() - start < 5  # a bound on a pathological case, not a speed goal
+    assert text == ("<a b" * 20_000).strip()
+
+
+def test_a_str_with_a_lone_surrogate_is_read() -> None:
+    assert email_to_text("Subject: hi \ud800\n\nbody").startswith("Subject: hi ?")
+
+
 def test_max_bytes_truncates_input() -> None:
     raw = HEAD + b"\r\n" + b"a" * 1000 + b" tailmarker"
     assert "tailmarker" not in email_to_text(raw, max_bytes=500)
