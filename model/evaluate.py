@@ -80,13 +80,16 @@ def score_examples(
 
 
 def _metrics(
-    rows: Sequence[Scored], labels: Sequence[str], positive: str | None, threshold: float
+    rows: Sequence[Scored], labels: Sequence[str], positive: str | None, threshold: float,
+    flip: bool = False,
 ) -> dict[str, Any]:
     if positive is not None:
         pos = labels.index(positive)
         cuts = None
         if len(labels) == 2:
             cuts = [threshold if r.threshold is None else r.threshold for r in rows]
+            if flip:  # the cuts are for the model's positive label, the other one's probability
+                cuts = [1.0 - c for c in cuts]
         return binary_metrics(
             [r.label == positive for r in rows], [r.probs[pos] for r in rows], threshold, cuts
         )
@@ -113,10 +116,11 @@ def evaluate(
     threshold = predictor.threshold if predictor.threshold is not None else 0.5
     if positive is not None and len(labels) != 2:
         threshold = 0.5
+    flip = len(labels) == 2 and predictor.positive_label not in (None, positive)
     result: dict[str, Any] = {
         "model": f"{predictor.name}@{predictor.version}",
         "positive_label": positive,
-        **_metrics(rows, labels, positive, threshold),
+        **_metrics(rows, labels, positive, threshold, flip),
         "thresholds": dict(predictor.thresholds) if predictor.thresholds else None,
         "by_source": {},
         "by_subsource": {},
@@ -124,5 +128,5 @@ def evaluate(
     for key, group_of in (("by_source", corpus_of), ("by_subsource", lambda s: s)):
         for name in sorted({group_of(r.source) for r in rows}):
             subset = [r for r in rows if group_of(r.source) == name]
-            result[key][name] = _metrics(subset, labels, positive, threshold)
+            result[key][name] = _metrics(subset, labels, positive, threshold, flip)
     return result

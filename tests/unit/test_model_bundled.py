@@ -113,3 +113,28 @@ def test_concurrent_predictions_equal_serial_ones(bundled: Predictor) -> None:
             together = list(pool.map(bundled.probabilities, batches))
             for a, b in zip(serial, together, strict=True):
                 assert torch.equal(a, b)
+
+
+def test_eval_for_the_other_label_of_a_binary_model_makes_the_same_decisions(
+        bundled: Predictor) -> None:
+    """`streamclf eval --positive-label ham`: the model's cuts are for p(spam); judged for ham,
+    each decision must still be the model's own (the cut used to be applied to p(ham))."""
+    from model.data import Example
+    from model.evaluate import evaluate, score_examples
+
+    texts = {"spam": ["URGENT! You have won a FREE prize! Txt CLAIM to 81010 now",
+                      "Free entry to the party tonight, call now",
+                      "Reply YES to receive updates"],
+             "ham": ["ok see you at home later", "Sorry, I'll call later in the meeting",
+                     "Congrats on the new job! Claim your drink tonight"]}
+    examples = [Example(f"{label}{i}", label, "test", "sms", None, text)
+                for label, group in texts.items() for i, text in enumerate(group)]
+    rows = score_examples(bundled, examples)
+    spam = bundled.labels.index("spam")
+    # Scores between the cut and 1 - cut are where an unflipped cut decides differently.
+    assert any(min(r.threshold, 1 - r.threshold) <= r.probs[spam] < max(r.threshold,
+               1 - r.threshold) for r in rows), "no message that tells the two apart"
+    as_ham = evaluate(bundled, rows, positive_label="ham")
+    assert as_ham["tp"] == sum(r.predicted == "ham" and r.label == "ham" for r in rows)
+    assert as_ham["fp"] == sum(r.predicted == "ham" and r.label == "spam" for r in rows)
+    assert as_ham["accuracy"] == evaluate(bundled, rows)["accuracy"]
