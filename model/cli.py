@@ -172,11 +172,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     missing = _existing(args.data)
     if missing:
         return _error(f"data not found: {missing}")
-    for name in ("epochs", "max_tokens", "threads", "batch_size", "vocab_size"):
+    for name in ("epochs", "max_tokens", "threads", "batch_size", "vocab_size", "embed_dim",
+                 "hidden_dim", "patience"):
         if getattr(args, name) < 1:
             return _error(f"--{name.replace('_', '-')} must be at least 1")
     if not 0 <= args.max_ham_loss < 1:
         return _error("--max-ham-loss must be within [0, 1)")
+    if not 0 <= args.dropout < 1:
+        return _error("--dropout must be within [0, 1)")
+    if args.lr <= 0 or (args.max_minutes is not None and args.max_minutes <= 0):
+        return _error("--lr and --max-minutes must be positive")
     if args.bag_bigrams < 0:
         return _error("--bag-bigrams must be 0 (none) or a positive number of buckets")
     if not 0 <= args.bag_dropout < 1:
@@ -259,6 +264,8 @@ def _messages(path: str, data: bytes) -> Iterator[tuple[str, str]]:
             if not line.strip():
                 continue
             row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError(f"{name}:{lineno}: expected a JSON object")
             raw = row.get("raw")
             ex = Example(
                 id=str(row.get("id", f"{name}:{lineno}")),
@@ -299,11 +306,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         predictor = _load_predictor(args)
     except (ArtifactError, ValueError) as exc:
         return _error(str(exc))
+    batch: list[tuple[str, str]] = []
     try:
         messages = _messages(
             args.input, b"" if Path(args.input).is_dir() else _read_input(args.input)
         )
-        batch: list[tuple[str, str]] = []
         for item in messages:
             batch.append(item)
             if len(batch) >= args.batch_size:
@@ -311,8 +318,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 batch = []
         if batch:
             _emit(predictor, batch)
-    except (json.JSONDecodeError, ValueError) as exc:
-        return _error(f"bad input: {exc}", EXIT_FAILURE)
+    except (json.JSONDecodeError, ValueError) as exc:  # DataError is a ValueError too
+        if batch:  # what came before the bad line still gets its prediction
+            _emit(predictor, batch)
+        return _error(f"bad input: {exc}")
     return EXIT_OK
 
 
@@ -345,6 +354,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         if not plotting_available():
             return _error("--report needs matplotlib: pip install 'streamclf[plots]'")
+        if Path(args.report).exists() and not Path(args.report).is_dir():
+            return _error(f"--report {args.report}: exists and is not a directory")
     try:
         predictor = _load_predictor(args)
         examples = load_eval_examples(args.data, args.split)

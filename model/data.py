@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from model.email import email_to_text, looks_like_email
 
@@ -121,7 +122,29 @@ def _eml_example(path: Path, root: Path) -> Example:
     )
 
 
+_SPLITS = {"train": "train", "val": "val", "validation": "val", "valid": "val", "dev": "val",
+           "test": "test"}
+
+
+def _split(value: Any, where: str) -> str | None:
+    """A row's split: train, val or test (any case; validation/valid/dev mean val). Anything else
+    is an error: guessing could put test rows into training."""
+    if value is None:
+        return None
+    split = _SPLITS.get(str(value).strip().lower())
+    if split is None:
+        raise DataError(f"{where}: unknown split {value!r} (use train, val or test)")
+    return split
+
+
 def _iter_jsonl(path: Path) -> Iterator[Example]:
+    try:
+        yield from _read_jsonl(path)
+    except (OSError, EOFError, UnicodeDecodeError) as exc:  # truncated .gz, not UTF-8, ...
+        raise DataError(f"{path}: cannot read it: {exc}") from exc
+
+
+def _read_jsonl(path: Path) -> Iterator[Example]:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     default_source = path.name.split(".")[0]
     with opener(path, "rt", encoding="utf-8") as fh:
@@ -141,7 +164,7 @@ def _iter_jsonl(path: Path) -> Iterator[Example]:
             yield Example(
                 id=str(row.get("id", f"{default_source}:{lineno}")),
                 label=None if row.get("label") is None else str(row["label"]),
-                split=None if row.get("split") is None else str(row["split"]),
+                split=_split(row.get("split"), f"{path}:{lineno}"),
                 source=str(row.get("source", default_source)),
                 # The corpus stores raw mail as a str; UTF-8 gives the bytes back.
                 raw=None if raw is None else str(raw).encode("utf-8", "surrogateescape"),

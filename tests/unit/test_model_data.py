@@ -39,6 +39,18 @@ def test_bad_jsonl_is_a_data_error(tmp_path: Path) -> None:
         list(iter_examples(tmp_path / "absent.jsonl"))
 
 
+def test_splits_are_named_or_refused(tmp_path: Path) -> None:
+    """A split named otherwise than train/val/test must not be guessed: the hash split for rows
+    without one could put test rows into training."""
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps({"id": str(i), "text": "t", "label": "ham", "split": s})
+                              for i, s in enumerate(["Train", "validation", "dev", "TEST"])))
+    assert [ex.split for ex in iter_examples(data)] == ["train", "val", "val", "test"]
+    data.write_text(json.dumps({"id": "1", "text": "t", "label": "ham", "split": "holdout"}))
+    with pytest.raises(DataError, match="d.jsonl:1: unknown split 'holdout'"):
+        list(iter_examples(data))
+
+
 def test_single_eml_file(tmp_path: Path) -> None:
     (tmp_path / "spam").mkdir()
     eml = tmp_path / "spam" / "one.eml"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import json
 import random
@@ -225,6 +226,28 @@ def test_cli_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     with pytest.raises(SystemExit) as exc:
         cli_main(["train", "--out", "x"])  # --data is required
     assert exc.value.code == 2
+    for bad in (["--embed-dim", "-1"], ["--hidden-dim", "0"], ["--dropout", "1"], ["--lr", "0"]):
+        assert cli_main(["train", "--data", data, "--out", str(tmp_path / "o"), *bad]) == 2
+    assert "--embed-dim must be at least 1" in capsys.readouterr().err
+
+
+def test_cli_bad_data_exits_2_without_a_traceback(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    truncated = tmp_path / "cut.jsonl.gz"
+    truncated.write_bytes(gzip.compress(b'{"id": "1", "label": "ham", "text": "hi"}\n' * 50)[:40])
+    assert cli_main(["eval", "--model", "bundled", "--data", str(truncated)]) == 2
+    assert "cut.jsonl.gz: cannot read it" in capsys.readouterr().err
+    report = tmp_path / "report.md"
+    report.write_text("x")
+    data = str(_write_data(tmp_path / "topics.jsonl"))
+    assert cli_main(["eval", "--model", "bundled", "--data", data, "--report", str(report)]) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"id": "a", "text": "see you at noon"}\n[1]\n')
+    assert cli_main(["predict", "--model", "bundled", str(rows)]) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out)["id"] == "a"  # the line before the bad one is still predicted
+    assert "rows.jsonl:2: expected a JSON object" in err
 
 
 def test_training_needs_two_labels(tmp_path: Path) -> None:
