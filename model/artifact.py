@@ -121,6 +121,8 @@ def verify(path: Path) -> None:
         raise ArtifactError(f"{path}: no {MANIFEST}") from exc
     except (ValueError, KeyError, TypeError) as exc:
         raise ArtifactError(f"{path}: unreadable {MANIFEST}") from exc
+    if not isinstance(expected, dict):
+        raise ArtifactError(f"{path}: unreadable {MANIFEST}: sha256 is not a mapping")
     for name in FILES:
         file = path / name
         if not file.is_file():
@@ -151,7 +153,45 @@ def load_artifact(
     labels = config.get("labels")
     if not isinstance(labels, list) or len(labels) != model_config.num_labels:
         raise ArtifactError(f"{root}: labels do not match the model's output size")
+    problem = _config_problem(config, model_config)
+    if problem:
+        raise ArtifactError(f"{root}: {CONFIG}: {problem}")
     return Artifact(config, model_config, vocab, state_dict, root)
+
+
+def _is_probability(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+def _config_problem(config: dict[str, Any], model_config: LSTMConfig) -> str | None:
+    """What makes a config unusable (it would fail, or silently mislabel, only when serving)."""
+    labels = config["labels"]
+    if len(labels) < 2 or not all(isinstance(x, str) and x for x in labels):
+        return "labels must be two or more non-empty strings"
+    if len(set(labels)) != len(labels):
+        return f"labels repeat: {labels}"
+    positive = config.get("positive_label")
+    if positive is not None and positive not in labels:
+        return f"positive_label {positive!r} is not one of the labels"
+    for name in ("vocab_size", "num_labels", "embed_dim", "hidden_dim", "num_layers"):
+        value = getattr(model_config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            return f"model.{name} must be a positive integer, not {value!r}"
+    max_tokens = config.get("max_tokens", 1)
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        return f"max_tokens must be a positive integer, not {max_tokens!r}"
+    temperature = config.get("temperature", 1.0)
+    if not isinstance(temperature, (int, float)) or not 0 < temperature < float("inf"):
+        return f"temperature must be a positive number, not {temperature!r}"
+    for name in ("threshold", "head_fraction"):
+        if config.get(name) is not None and not _is_probability(config[name]):
+            return f"{name} must be within [0, 1], not {config[name]!r}"
+    thresholds = config.get("thresholds")
+    if thresholds is not None and not (
+        isinstance(thresholds, dict) and all(_is_probability(v) for v in thresholds.values())
+    ):
+        return "thresholds must map each kind of text to a number within [0, 1]"
+    return None
 
 
 def update_config(path: str | Path, changes: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from model.artifact import load_artifact
+from model.artifact import ArtifactError, load_artifact
 from model.lstm import LSTMClassifier
 from model.tokenizer import PAD_ID, UNK_ID, Vocab, tokenize
 
@@ -172,8 +172,12 @@ class Predictor:
         if quantize == "int8" and dev.type != "cpu":
             raise ValueError(f"int8 quantization runs on the CPU only, not on {dev}")
         art = load_artifact(path, map_location="cpu")
-        model: torch.nn.Module = LSTMClassifier(art.model_config)
-        model.load_state_dict(art.state_dict)  # float16 on disk → float32 parameters
+        try:
+            model: torch.nn.Module = LSTMClassifier(art.model_config)
+            model.load_state_dict(art.state_dict)  # float16 on disk → float32 parameters
+        except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
+            raise ArtifactError(f"{art.path}: the weights do not fit its model config: {exc}"
+                                ) from exc
         if quantize == "int8" or (quantize == "auto" and dev.type == "cpu"):
             try:
                 model = quantize_int8(model.eval())

@@ -274,6 +274,37 @@ def test_tampered_config_is_rejected(tmp_path: Path) -> None:
         load_artifact(path)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"labels": ["ham", "ham"]}, "labels repeat"),
+        ({"positive_label": "junk"}, "positive_label 'junk' is not one of the labels"),
+        ({"temperature": 0}, "temperature must be a positive number"),
+        ({"max_tokens": 0}, "max_tokens must be a positive integer"),
+        ({"thresholds": {"email": 2.0}}, "thresholds must map"),
+    ],
+)
+def test_an_artifact_whose_config_cannot_serve_is_refused_at_load(
+        tmp_path: Path, change: dict, message: str) -> None:
+    """Written by save_artifact (so the manifest matches), but unusable: refused when loaded,
+    not when the first message is classified (NaN scores, collapsed labels, a silent argmax)."""
+    model, vocab = _tiny()
+    meta = {"name": "tiny", "version": "1", "labels": ["ham", "spam"], "positive_label": "spam",
+            "threshold": 0.5, "temperature": 1.0, "max_tokens": 16, **change}
+    path = save_artifact(tmp_path / "art", meta, model.config, vocab, model.state_dict())
+    with pytest.raises(ArtifactError, match=message):
+        Predictor.load(path, device="cpu")
+
+
+def test_weights_that_do_not_fit_the_config_are_an_artifact_error(tmp_path: Path) -> None:
+    model, vocab = _tiny()
+    bigger = LSTMConfig(**{**model.config.to_dict(), "hidden_dim": model.config.hidden_dim + 2})
+    meta = {"name": "tiny", "version": "1", "labels": ["ham", "spam"], "positive_label": "spam"}
+    path = save_artifact(tmp_path / "art", meta, bigger, vocab, model.state_dict())
+    with pytest.raises(ArtifactError, match="do not fit its model config"):
+        Predictor.load(path, device="cpu")
+
+
 def _kinds_predictor(thresholds: dict[str, float] | None, threshold: float = 0.5) -> Predictor:
     model, _ = _tiny()
     vocab = Vocab(["<pad>", "<unk>", *WORDS, "subject", "from"])
