@@ -98,6 +98,25 @@ def test_slow_model_keeps_membership_and_pauses(broker, topics, tmp_path):
     reader.close()
 
 
+def worker_with_output_cut(broker: str, names: dict[str, str], group: str, tmp_path,
+                           proxy: Proxy, producer_extra: str = "") -> WorkerProcess:
+    """A ready worker whose producer (short timeouts) goes through *proxy*, and the proxy cut."""
+    producer_settings = (f"kafka.producer={{bootstrap_servers: [{proxy.bootstrap}], "
+                         f"{producer_extra}request_timeout_ms: 2000, delivery_timeout_ms: 4000, "
+                         "max_block_ms: 2000}")
+    worker = WorkerProcess(broker, names, group, log_dir=tmp_path,
+                           extra=(producer_settings,
+                                  "kafka.produce_retry_max_backoff_ms=2000")).start()
+    try:
+        poll_until(lambda: worker.status("/readyz") == 200, timeout_s=60, what="ready")
+    except BaseException:
+        worker.terminate()
+        proxy.stop()
+        raise
+    proxy.stop()
+    return worker
+
+
 def produce_backlog(broker: str, topic: str, count: int, text: str = "see you at noon") -> None:
     producer = KafkaProducer(bootstrap_servers=broker, linger_ms=20, batch_size=256 * 1024)
     for i in range(count):
@@ -147,16 +166,10 @@ def test_a_result_too_large_is_done_only_once_its_dead_letter_is_acknowledged(
     names = topics()
     group = "large-cut-" + uuid.uuid4().hex[:6]
     proxy = Proxy(broker).start()
-    producer_settings = (f"kafka.producer={{bootstrap_servers: [{proxy.bootstrap}], "
-                         "max_request_size: 10000, request_timeout_ms: 2000, "
-                         "delivery_timeout_ms: 4000, max_block_ms: 2000}")
     reader = TopicReader(broker, names["dlq"])
-    worker = WorkerProcess(broker, names, group, log_dir=tmp_path,
-                           extra=(producer_settings,
-                                  "kafka.produce_retry_max_backoff_ms=2000")).start()
+    worker = worker_with_output_cut(broker, names, group, tmp_path, proxy,
+                                    "max_request_size: 10000, ")
     try:
-        poll_until(lambda: worker.status("/readyz") == 200, timeout_s=60, what="ready")
-        proxy.stop()
         producer = KafkaProducer(bootstrap_servers=broker)
         producer.send(names["input"], key=b"fat-headers", headers=[("blob", b"h" * 20_000)],
                       value=b'{"id": "fat", "text": "hello there"}')
@@ -250,15 +263,8 @@ def test_output_outage_never_commits_past_unacknowledged(broker, topics, tmp_pat
     group = "outage-" + uuid.uuid4().hex[:6]
     proxy = Proxy(broker).start()
     reader = TopicReader(broker, names["output"])
-    producer_settings = (f"kafka.producer={{bootstrap_servers: [{proxy.bootstrap}], "
-                         "request_timeout_ms: 2000, delivery_timeout_ms: 4000, "
-                         "max_block_ms: 2000}")
-    worker = WorkerProcess(broker, names, group, log_dir=tmp_path,
-                           extra=(producer_settings,
-                                  "kafka.produce_retry_max_backoff_ms=2000")).start()
+    worker = worker_with_output_cut(broker, names, group, tmp_path, proxy)
     try:
-        poll_until(lambda: worker.status("/readyz") == 200, timeout_s=60, what="ready")
-        proxy.stop()
         produce_backlog(broker, names["input"], 300)
         poll_until(lambda: worker.metric("streamclf_messages_consumed_total",
                                          {"topic": names["input"]}) >= 300, what="consumed")
