@@ -286,10 +286,10 @@ def _messages(path: str, data: bytes) -> Iterator[tuple[str, str]]:
 
 
 def _subject_body(row: dict[str, Any]) -> str:
-    """Text of a ``{"subject": ..., "body": ...}`` message, laid out like email_to_text's."""
-    subject = str(row.get("subject") or "").strip()
-    body = str(row.get("body") or "")
-    return f"Subject: {subject}\n{body}" if subject else body
+    """Text of a ``{"subject": ..., "body": ..., "from": ...}`` message, as the worker reads it."""
+    from model.email import mail_fields_to_text
+
+    return mail_fields_to_text(*(str(row.get(k) or "") for k in ("subject", "body", "from")))
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

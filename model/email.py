@@ -30,7 +30,7 @@ import re
 from email.message import Message
 from html.parser import HTMLParser
 
-__all__ = ["EmailError", "email_to_text", "looks_like_email"]
+__all__ = ["EmailError", "email_to_text", "looks_like_email", "mail_fields_to_text"]
 
 # Decoded text kept per part and in total: the tokenizer reads at most a few thousand tokens.
 MAX_PART_CHARS = 200_000
@@ -82,30 +82,46 @@ class EmailError(ValueError):
 def looks_like_email(data: bytes) -> bool:
     """Cheap guess whether *data* starts like an RFC 822 message (or an mbox ``From `` line).
 
-    True when the first lines hold an mbox ``From `` line, a well-known header name, or at least two
-    ``Name: value`` header lines before the first blank line.
+    True for an mbox ``From `` line followed by a header, or for ``Name: value`` header lines
+    that end in the blank line before a body (one well-known name or two lines suffice) or, with
+    no body, number three, or two with a well-known name. A one-line text such as "From: your
+    bank. Verify your account at ..." stays text: read as a header, its words would be lost.
     """
-    head = data[:4096].lstrip(b"\r\n")
-    if head.startswith(b"From ") and b"\n" in head:
-        return True
-    count = 0
-    for line in head.splitlines()[:20]:
+    lines = data[:4096].lstrip(b"\r\n").splitlines()
+    if lines and lines[0].startswith(b"From ") and len(lines) > 1:
+        return bool(_HEADER_LINE.match(lines[1]))  # "From Monday on ..." is a sentence
+    names: list[bytes] = []
+    ended = False
+    for line in lines[:20]:
         if not line.strip():
+            ended = True
             break
         if line[:1] in (b" ", b"\t"):  # folded continuation of the previous header
-            if count:
+            if names:
                 continue
             return False
         match = _HEADER_LINE.match(line)
         if not match:
             return False
-        name = match.group(1).lower()
-        if name in _KNOWN_HEADERS or name.startswith(b"x-") and count:
-            return True
-        count += 1
-        if count >= 2:
-            return True
-    return False
+        names.append(match.group(1).lower())
+    known = any(n in _KNOWN_HEADERS or n.startswith(b"x-") for n in names)
+    if ended:
+        return known or len(names) >= 2
+    return len(names) >= 3 or (len(names) == 2 and known)  # headers only, no body
+
+
+def mail_fields_to_text(subject: str = "", body: str = "", sender: str = "") -> str:
+    """A message given as fields (JSON ``subject``/``body``/``from``) laid out as
+    ``email_to_text`` lays out an email, without the ``Headers:`` line it has none for."""
+    lines = []
+    subject = _WS.sub(" ", subject[:MAX_HEADER_CHARS]).strip()
+    if subject or SUBJECT_LINE_ALWAYS:
+        lines.append(f"Subject: {subject}".rstrip())
+    sender = sender_of(_WS.sub(" ", sender[:MAX_HEADER_CHARS]).strip()) if SENDER_LINE else ""
+    if sender:
+        lines.append(f"From: {sender}")
+    lines.append(body[:MAX_PART_CHARS])
+    return "\n".join(line for line in lines if line)
 
 
 def email_to_text(
@@ -235,9 +251,13 @@ _PARSEADDR_OPTIONS = (
 
 
 def _sender(msg: Message) -> str:
-    """Display name and domain of the From address (the local part is mostly noise)."""
+    return sender_of(_header(msg, "from"))
+
+
+def sender_of(value: str) -> str:
+    """Display name and domain of a From address (the local part is mostly noise)."""
     try:
-        name, addr = email.utils.parseaddr(_header(msg, "from"), **_PARSEADDR_OPTIONS)
+        name, addr = email.utils.parseaddr(value, **_PARSEADDR_OPTIONS)
     except (RecursionError, ValueError, IndexError):  # e.g. thousands of nested "(" comments
         return ""
     domain = addr.rpartition("@")[2].lower() if "@" in addr else ""

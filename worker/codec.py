@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email.message import EmailMessage
 from typing import Any, NamedTuple
 
-from model.email import email_to_text, looks_like_email
+from model.email import email_to_text, looks_like_email, mail_fields_to_text
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -108,8 +107,11 @@ class _Undecodable(ValueError):
     pass
 
 
+_UTF8_BOM = b"\xef\xbb\xbf"  # some producers write one before JSON
+
+
 def _detect(value: bytes) -> str:
-    head = value.lstrip()[:1]
+    head = value.removeprefix(_UTF8_BOM).lstrip()[:1]
     if head == b"{":
         return "json"
     if head == b"[" and _is_json(value):
@@ -136,7 +138,7 @@ def _utf8(value: bytes) -> str:
 
 def _from_json(value: bytes, settings: InputSettings) -> tuple[str | None, str]:
     try:
-        obj = json.loads(_utf8(value))
+        obj = json.loads(_utf8(value.removeprefix(_UTF8_BOM)))
     except json.JSONDecodeError as exc:
         raise _Undecodable(
             f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -162,18 +164,13 @@ def _from_json(value: bytes, settings: InputSettings) -> tuple[str | None, str]:
 
 
 def _mail_fields_to_text(obj: dict[str, Any]) -> str:
-    """JSON mail (`subject`, `body`, `from`, `to`) goes through the same reader as raw mail."""
+    """JSON mail (`subject`, `body`, `from`; `to` is accepted and not read): laid out as the
+    email reader lays out raw mail."""
     parts = {name: obj.get(name) for name in ("subject", "body", "from", "to")}
     for name, part in parts.items():
         if part is not None and not isinstance(part, str):
             raise _Undecodable(f"field {name!r} is {type(part).__name__}, expected a string")
-    message = EmailMessage()
-    for name in ("subject", "from", "to"):
-        if parts[name]:
-            # Header values must be one line; the model sees them as text anyway.
-            message[name.capitalize()] = " ".join(str(parts[name]).split())
-    message.set_content(parts["body"] or "")
-    return email_to_text(message.as_bytes())
+    return mail_fields_to_text(parts["subject"] or "", parts["body"] or "", parts["from"] or "")
 
 
 def encode_result(

@@ -29,10 +29,28 @@ def test_json_without_id_falls_back_to_the_record_position():
     assert out.id == "in:2:42"
 
 
-def test_json_subject_and_body_go_through_the_mail_reader():
-    out = decode(b'{"subject": "Cheap meds", "body": "buy now", "from": "x@spam.example"}')
+def test_json_subject_and_body_are_laid_out_as_the_mail_reader_does():
+    """Subject and sender lines as for raw mail, and no Headers: line of made-up MIME headers
+    (which changed with the body's length: 7bit or quoted-printable)."""
+    out = decode(b'{"subject": "Cheap  meds", "body": "buy now \\ud800", '
+                 b'"from": "Pharma <x@spam.example>", "to": "me@example.org"}')
     assert isinstance(out, Request)
-    assert "Cheap meds" in out.text and "buy now" in out.text
+    assert out.text == "Subject: Cheap meds\nFrom: Pharma spam.example\nbuy now \ud800"
+    assert decode(b'{"body": "' + b"long body " * 200 + b'"}').text.startswith("Subject:\nlong")
+
+
+def test_json_after_a_byte_order_mark_is_json():
+    out = decode(b'\xef\xbb\xbf{"id": "a1", "text": "hello"}')
+    assert isinstance(out, Request) and (out.id, out.text) == ("a1", "hello")
+
+
+@pytest.mark.parametrize("value", [
+    b"From Monday the office will be closed.\nPlease work from home",
+    b"From: HSBC security team. Your account is suspended, verify at http://x.example",
+])
+def test_texts_that_start_like_a_header_keep_every_word(value):
+    out = decode(value)
+    assert isinstance(out, Request) and out.text == value.decode()
 
 
 def test_raw_email_is_detected_and_read():

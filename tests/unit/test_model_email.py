@@ -303,6 +303,9 @@ def test_looks_like_email_true(data: bytes) -> None:
         b'{"id": "1", "text": "a"}\n{"id": "2", "text": "b"}\n',
         b"WINNER!! claim your prize: call now",
         b"Note: this is just text\nwith a colon line",
+        b"From Monday the office will be closed.\nPlease work from home",  # not an mbox line
+        b"From: HSBC security team. Your account is suspended, verify at http://x.example",
+        b"FREE: Win a prize\nNote: reply STOP",
         b"\x00\x01\x02binary",
     ],
 )
