@@ -7,6 +7,7 @@ The registry is injected so tests read exact values. Everything is recorded in b
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,9 @@ from prometheus_client import (
 
 from worker.codec import REASONS
 
+log = logging.getLogger(__name__)
+
+_CLIENT_TIMEOUT_S = 10.0
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -173,23 +177,37 @@ class MetricsServer:
         registry = metrics.registry
 
         class Handler(BaseHTTPRequestHandler):
+            # A connection that sends nothing is closed after this long, so idle or slow
+            # clients cannot pile up threads (one per connection).
+            timeout = _CLIENT_TIMEOUT_S
+
             def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-                path = self.path.split("?", 1)[0]
+                try:
+                    status, body, content_type = self._answer(self.path.split("?", 1)[0])
+                except Exception:  # a failing collector: answer, and log it as the worker does
+                    log.exception("%s failed", self.path[:100])
+                    status, body, content_type = 500, b"internal error\n", "text/plain"
+                self._send(status, body, content_type)
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                self.do_GET()
+
+            def _answer(self, path: str) -> tuple[int, bytes, str]:
                 if path == "/metrics":
-                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-                elif path in ("/healthz", "/readyz"):
+                    return 200, generate_latest(registry), CONTENT_TYPE_LATEST
+                if path in ("/healthz", "/readyz"):
                     ok, why = health.alive() if path == "/healthz" else health.ready()
                     body = json.dumps({"status": "ok" if ok else "fail", "detail": why})
-                    self._send(200 if ok else 503, body.encode(), "application/json")
-                else:
-                    self._send(404, b"not found\n", "text/plain")
+                    return (200 if ok else 503), body.encode(), "application/json"
+                return 404, b"not found\n", "text/plain"
 
             def _send(self, status: int, body: bytes, content_type: str) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if self.command != "HEAD":
+                    self.wfile.write(body)
 
             def log_message(self, format: str, *args: object) -> None:
                 pass  # probes every few seconds would flood the log
@@ -208,5 +226,7 @@ class MetricsServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for a serve_forever that never started
+            self._server.shutdown()
+        self._server.server_close()
         self._server.server_close()

@@ -1,0 +1,73 @@
+"""The probe and metrics HTTP server on loopback: HEAD, a failing collector, idle clients."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+
+from prometheus_client.core import GaugeMetricFamily
+
+from worker import metrics as metrics_module
+from worker.metrics import Health, Metrics, MetricsServer
+
+
+def serve() -> tuple[MetricsServer, Metrics]:
+    m = Metrics()
+    server = MetricsServer(m, Health(model_loaded=True, assigned=True), "127.0.0.1", 0)
+    server.start()
+    return server, m
+
+
+def request(server: MetricsServer, method: str, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request(method, path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_head_answers_like_get_without_a_body() -> None:
+    server, _ = serve()
+    try:
+        assert request(server, "HEAD", "/healthz") == (200, b"")
+        assert request(server, "HEAD", "/nope")[0] == 404
+        status, body = request(server, "GET", "/metrics")
+        assert status == 200 and b"streamclf_in_flight_messages" in body
+    finally:
+        server.stop()
+
+
+def test_a_failing_collector_gives_500_and_the_server_keeps_answering() -> None:
+    server, m = serve()
+
+    class Broken:
+        def collect(self):  # noqa: ANN201
+            raise RuntimeError("boom")
+            yield GaugeMetricFamily("x", "x")
+
+    m.registry.register(Broken())
+    try:
+        assert request(server, "GET", "/metrics") == (500, b"internal error\n")
+        assert request(server, "GET", "/readyz")[0] == 200
+    finally:
+        server.stop()
+
+
+def test_idle_connections_are_closed(monkeypatch) -> None:
+    monkeypatch.setattr(metrics_module, "_CLIENT_TIMEOUT_S", 0.5)
+    server, _ = serve()
+    try:
+        idle = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        # The server closes the connection on its own: recv returns b"" (no data, EOF).
+        assert idle.recv(1) == b""
+        idle.close()
+        assert request(server, "GET", "/healthz")[0] == 200
+    finally:
+        server.stop()
+
+
+def test_stop_without_start_returns() -> None:
+    server = MetricsServer(Metrics(), Health(), "127.0.0.1", 0)
+    server.stop()  # used to wait forever for a serve_forever that never ran
