@@ -57,7 +57,7 @@ def grid(bootstrap: str, messages: Sequence[Message], offered_msgs_per_s: float,
                 "offered_msgs_per_s": offered_msgs_per_s,
                 "p50_ms": phase.get("p50_ms"),
                 "p99_ms": phase.get("p99_ms"),
-                "batch_p99_ms": (res.get("batch_times") or {}).get("p99_ms"),
+                "batch_p99_ms": (phase.get("batch_times") or {}).get("p99_ms"),
             })
     return points
 
@@ -91,5 +91,5 @@ def variants(bootstrap: str, messages: Sequence[Message], worker_msgs_per_s: flo
         out.append({"variant": name, "offered_msgs_per_s": load,
                     "backlog_msgs_per_s": res.get("drain", {}).get("msgs_per_s"),
                     **{k: phase.get(k) for k in ("p50_ms", "p95_ms", "p99_ms")},
-                    "batch_times": res.get("batch_times")})
+                    "batch_times": phase.get("batch_times")})
     return out

@@ -1,7 +1,8 @@
 """In-process model figures, no Kafka: the offline ceiling and the levers of the model path.
 
-The ceiling runs what the worker runs per record (codec.decode, tokenize, predict_ids) at each
-batch size, thread count and lane count, in arrival order and sorted by length over 8 batches;
+The ceiling runs what the worker runs per record (codec.decode, tokenize, predict_ids), with
+tokenizing overlapped with classifying as in the worker, at each batch size, thread count and
+lane count, in arrival order and sorted by length over 8 batches;
 the levers time predict only, on token ids computed once, so that they show the model's share
 alone.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -60,11 +61,13 @@ WINDOWS = (1, 8)  # batches sorted by length together: 1 = arrival order; 8 = wh
 
 def pipeline_pass(predictor: Any, records: Sequence[Any], batch_size: int,
                   window: int = 1, lanes: int = 1) -> dict[str, Any]:
-    """decode + tokenize + predict_ids over `records`; per-batch predict times too.
+    """decode + tokenize + predict_ids over `records`, overlapped as the worker overlaps them;
+    per-batch predict times too.
 
-    With `window` > 1, that many batches are tokenized, sorted by length together and then
-    classified batch by batch, as the worker does when batches queue up; with `lanes` > 1,
-    that many batches of a window at a time, each on its own thread (`model.lanes`)."""
+    Records go in windows of `window` batches (with `window` > 1 sorted by length together, as
+    the worker does when batches queue up). A window is classified on `lanes` threads (one lane:
+    one inference thread, as `model.lanes: 1`) while this thread decodes and tokenizes the next
+    one; a window waits for the one before it, as the worker's does."""
     from worker import codec
 
     settings = codec.InputSettings()
@@ -76,23 +79,25 @@ def pipeline_pass(predictor: Any, records: Sequence[Any], batch_size: int,
         batch_seconds.append(time.perf_counter() - t0)
 
     done = 0
-    pool = ThreadPoolExecutor(lanes) if lanes > 1 else None
+    pending: list[Future[None]] = []
     started = time.perf_counter()
     span = batch_size * window
-    for start in range(0, len(records), span):
-        decoded = [codec.decode(r, settings) for r in records[start : start + span]]
-        seqs = [predictor.tokenize(d.text) for d in decoded if isinstance(d, codec.Request)]
-        if window > 1:
-            seqs.sort(key=len)
-        batches = [seqs[b : b + batch_size] for b in range(0, len(seqs), batch_size)]
-        for _ in (pool.map(predict, batches) if pool else map(predict, batches)):
-            pass
-        done += len(decoded)
-        if time.perf_counter() - started > PASS_BUDGET_S:
-            break
+    with ThreadPoolExecutor(lanes) as pool:
+        for start in range(0, len(records), span):
+            decoded = [codec.decode(r, settings) for r in records[start : start + span]]
+            seqs = [predictor.tokenize(d.text) for d in decoded if isinstance(d, codec.Request)]
+            if window > 1:
+                seqs.sort(key=len)
+            for future in pending:
+                future.result()
+            pending = [pool.submit(predict, seqs[b : b + batch_size])
+                       for b in range(0, len(seqs), batch_size)]
+            done += len(decoded)
+            if time.perf_counter() - started > PASS_BUDGET_S:
+                break
+        for future in pending:
+            future.result()
     seconds = time.perf_counter() - started
-    if pool:
-        pool.shutdown()
     return {"msgs_per_s": rate(done, seconds), "seconds": seconds, "messages": done,
             "batch_p50_ms": 1000 * (percentile(batch_seconds, 50) or 0),
             "batch_p99_ms": 1000 * (percentile(batch_seconds, 99) or 0)}

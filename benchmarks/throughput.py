@@ -90,12 +90,15 @@ def session(bootstrap: str, settings: dict[str, Any], backlog: Sequence[tuple[by
         out["ready_to_drained_s"] = time.time() - ready_at
         out["peak_rss_kb"] = proc.status("VmHWM")  # high-water mark so far: the drain's peak
         phase_info = []
+        windows = []  # wall-clock span of each phase, to give it its own batch times
         for k, load in enumerate(phases):
+            started = time.time()
             info = paced(bootstrap, topics["input"], phase_messages, load, phase_seconds,
                          f"p{k}-")
             expected += info["sent"]
             if not proc.wait_done(expected, timeout_s=120):
                 info["error"] = "phase not drained in time"
+            windows.append((started, time.time()))
             phase_info.append(info)
         metrics_text = proc.metrics()
     finally:
@@ -106,7 +109,10 @@ def session(bootstrap: str, settings: dict[str, Any], backlog: Sequence[tuple[by
     if profiler is not None:
         out["profile"] = summarize_profile(tmp / "profile.txt")
     if times_path is not None and times_path.exists():
-        out["batch_times"] = batch_time_summary(json.loads(times_path.read_text()))
+        times = json.loads(times_path.read_text())
+        out["batch_times"] = batch_time_summary(times)  # the whole session, warm-up included
+        for info, (start, end) in zip(phase_info, windows, strict=True):
+            info["batch_times"] = batch_time_summary([t for t in times if start <= t[2] <= end])
     if read_outputs:
         records = read_topic(bootstrap, topics["output"], expected)
         out["outputs"] = len(records)
@@ -129,8 +135,6 @@ def drain_rate(results: list[tuple[int, dict]], ready_at: float) -> dict[str, An
         "results": len(results),
         "msgs_per_s": rate(len(results) - 1, span_s),
         "first_to_last_s": span_s,
-        "ready_to_first_s": stamps[0] / 1000.0 - ready_at,
-        "from_ready_msgs_per_s": rate(len(results), stamps[-1] / 1000.0 - ready_at),
     }
 
 
@@ -155,8 +159,9 @@ def worker_histograms(text: str) -> dict[str, Any]:
 
 
 def batch_time_summary(times: list[list[float]]) -> dict[str, Any]:
-    seconds = [t for _, t in times]
-    sizes = [n for n, _ in times]
+    """(batch size, seconds, end time) records → count, p50/p99 and mean size."""
+    seconds = [t[1] for t in times]
+    sizes = [t[0] for t in times]
     return {"batches": len(times), "p50_ms": 1000 * (percentile(seconds, 50) or 0),
             "p99_ms": 1000 * (percentile(seconds, 99) or 0),
             "mean_batch_size": sum(sizes) / len(sizes) if sizes else 0}

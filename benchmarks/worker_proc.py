@@ -51,7 +51,8 @@ class NoOpClassifier:
 
 
 class TimedClassifier:
-    """Delegates to a classifier and records (batch size, seconds of predict_ids).
+    """Delegates to a classifier and records (batch size, seconds of predict_ids, wall-clock
+    time at its end), so that each load phase can be given its own batch times.
 
     Only the model call is timed: the worker tokenizes a whole window of queued batches before
     it classifies them one by one, as `streamclf_inference_duration_seconds` measures it."""
@@ -60,7 +61,7 @@ class TimedClassifier:
         self.inner = inner
         self.name, self.version = inner.name, inner.version
         self.labels, self.max_tokens, self.device = inner.labels, inner.max_tokens, inner.device
-        self.times: list[tuple[int, float]] = []
+        self.times: list[tuple[int, float, float]] = []
 
     def tokenize(self, text: str) -> list[int]:
         return self.inner.tokenize(text)
@@ -68,7 +69,7 @@ class TimedClassifier:
     def predict_ids(self, seqs: Sequence[Sequence[int]]) -> Any:
         started = time.perf_counter()
         out = self.inner.predict_ids(seqs)
-        self.times.append((len(seqs), time.perf_counter() - started))
+        self.times.append((len(seqs), time.perf_counter() - started, time.time()))
         return out
 
 
