@@ -370,7 +370,9 @@ def _offline_section(r: dict[str, Any], made: dict[str, str], rel: str) -> list[
           "`predict_ids` over the messages, in arrival order (window 1) and sorted by token "
           "length over 8 batches at a time (window 8, what the worker does when batches queue "
           "up; with 2 lanes, the window's batches are classified two at a time on two threads, "
-          f"as the worker does), best of {o.get('repeats')} passes per cell, with the float32 "
+          "as the worker does). As in the worker, the next window is decoded and tokenized "
+          "while the current one is classified (on its own thread also with one lane). Best "
+          f"of {o.get('repeats')} passes per cell, with the float32 "
           "model and its "
           "dynamic int8 copy (`model.quantize: int8`, opt-in). The ceiling the targets use is "
           "the float32 model's, the worker's default. Batch time = predict of one batch.",
