@@ -153,7 +153,7 @@ def load_artifact(
     labels = config.get("labels")
     if not isinstance(labels, list) or len(labels) != model_config.num_labels:
         raise ArtifactError(f"{root}: labels do not match the model's output size")
-    problem = _config_problem(config, model_config)
+    problem = _config_problem(config)
     if problem:
         raise ArtifactError(f"{root}: {CONFIG}: {problem}")
     return Artifact(config, model_config, vocab, state_dict, root)
@@ -163,7 +163,7 @@ def _is_probability(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
 
 
-def _config_problem(config: dict[str, Any], model_config: LSTMConfig) -> str | None:
+def _config_problem(config: dict[str, Any]) -> str | None:
     """What makes a config unusable (it would fail, or silently mislabel, only when serving)."""
     labels = config["labels"]
     if len(labels) < 2 or not all(isinstance(x, str) and x for x in labels):
@@ -173,10 +173,6 @@ def _config_problem(config: dict[str, Any], model_config: LSTMConfig) -> str | N
     positive = config.get("positive_label")
     if positive is not None and positive not in labels:
         return f"positive_label {positive!r} is not one of the labels"
-    for name in ("vocab_size", "num_labels", "embed_dim", "hidden_dim", "num_layers"):
-        value = getattr(model_config, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            return f"model.{name} must be a positive integer, not {value!r}"
     max_tokens = config.get("max_tokens", 1)
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         return f"max_tokens must be a positive integer, not {max_tokens!r}"

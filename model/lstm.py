@@ -47,6 +47,10 @@ class LSTMConfig:
     pad_id: int = 0  # id whose embedding stays zero
 
     def __post_init__(self) -> None:
+        for name in ("vocab_size", "num_labels", "embed_dim", "hidden_dim", "num_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {self.pooling!r}")
         if self.bag_bigrams < 0:
