@@ -5,6 +5,7 @@ Only this module and `app` import kafka-python. Nothing here depends on a partic
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,21 +22,11 @@ from worker.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-_SECURITY_KEYS = (
-    "security_protocol",
-    "sasl_mechanism",
-    "sasl_plain_username",
-    "sasl_plain_password",
-    "ssl_cafile",
-    "ssl_certfile",
-    "ssl_keyfile",
-    "ssl_password",
-    "ssl_check_hostname",
-    "ssl_crlfile",
-    "ssl_ciphers",
-    "sasl_kerberos_name",
-    "sasl_kerberos_service_name",
-    "sasl_kerberos_domain_name",
+# The security settings of KafkaConfig, passed to every client as they are (the password file
+# is read into sasl_plain_password instead).
+_SECURITY_KEYS = tuple(
+    f.name for f in dataclasses.fields(KafkaConfig)
+    if f.name.startswith(("security_", "sasl_", "ssl_")) and f.name != "sasl_plain_password_file"
 )
 # Settings the worker's delivery guarantee depends on; a pass-through may not change them.
 _CONSUMER_FIXED = {"enable_auto_commit": False}
