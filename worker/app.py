@@ -4,8 +4,9 @@ Threads and what they own:
 - the main thread owns the consumer (kafka-python's consumer is not thread-safe): it polls,
   decodes, tokenizes, batches, pauses/resumes partitions, resends failed records and commits
   offsets;
-- the inference thread sorts queued batches by length and runs the model on them, on
-  `model.lanes` threads at once (each batch on one of them);
+- the inference thread sorts queued batches by length and hands them to `model.lanes` lane
+  threads, each running the model on one batch at a time (the next batch starts as soon as a
+  lane is free);
 - the publisher thread encodes results and hands them to the producer, in input order;
 - the producer's IO thread acknowledges sends; its callbacks only mark offsets done.
 Because inference never runs on the main thread, a slow batch never keeps the consumer from
@@ -21,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -276,7 +277,7 @@ class Worker:
         # Classified windows on their way to the publisher thread; bounded, so a publisher that
         # falls behind slows inference down instead of piling results up in memory.
         self._classified: queue.Queue[
-            tuple[list[Request], list[Prediction | None]] | None
+            tuple[list[Request], list[Prediction | None], list[Future[None]]] | None
         ] = queue.Queue(maxsize=_PUBLISH_QUEUE_WINDOWS)
         self._retries: list[tuple[float, _Outgoing]] = []
         self._retries_lock = threading.Lock()
@@ -468,6 +469,9 @@ class Worker:
             self._classified.put(None)  # the publisher finishes what it has, then stops
 
     def _classify_batches(self, classifier: Classifier, lanes: ThreadPoolExecutor | None) -> None:
+        # One permit per lane: a batch is handed to a lane only when one is free, so under a
+        # backlog the batches wait here, in the queue, where the next window can sort them.
+        free_lanes = threading.Semaphore(self._lanes)
         while True:
             window = self._batches.get()
             if window is None:
@@ -485,10 +489,14 @@ class Worker:
                     stopping = True
                     break
                 window.extend(more)
-            predictions = self._classify_window(classifier, window, lanes)
+            predictions: list[Prediction | None] = [None] * len(window)
+            running = self._classify_window(classifier, window, predictions, lanes, free_lanes)
             # Publishing runs on its own thread: its Python work (encoding, the producer's
-            # record building) overlaps the next window's forward pass, which releases the GIL.
-            self._classified.put((window, predictions))
+            # record building) overlaps the forward passes, which release the GIL. The
+            # publisher waits for the window's batches still running on lanes; this thread
+            # goes on to the next window, so a lane that is free takes the next batch at once
+            # instead of waiting for the whole window before it.
+            self._classified.put((window, predictions, running))
             if stopping:
                 return
 
@@ -505,8 +513,11 @@ class Worker:
                 continue
             if item is None:
                 return
+            window, predictions, running = item
+            for batch in running:
+                batch.result()  # the batch's own failures were dead-lettered by the lane
             classified_at_ms = int(time.time() * 1000)  # the window's forward passes are done
-            for request, prediction in zip(*item, strict=True):
+            for request, prediction in zip(window, predictions, strict=True):
                 if prediction is None:
                     continue
                 try:
@@ -517,24 +528,34 @@ class Worker:
                                                 f"the result could not be built: {exc!r}"))
 
     def _classify_window(
-        self, classifier: Classifier, window: list[Request], lanes: ThreadPoolExecutor | None
-    ) -> list[Prediction | None]:
-        """Predictions in window order; None where the record went to the dead-letter topic."""
-        out: list[Prediction | None] = [None] * len(window)
+        self,
+        classifier: Classifier,
+        window: list[Request],
+        out: list[Prediction | None],
+        lanes: ThreadPoolExecutor | None,
+        free_lanes: threading.Semaphore,
+    ) -> list[Future[None]]:
+        """Classify the window into `out` (window order; None where the record went to the
+        dead-letter topic), in batches sorted by length. Without lanes this returns when all are
+        done; with lanes, once every batch has a lane, with the batches still running."""
         seqs = [request.ids for request in window]
         order = sorted(range(len(window)), key=lambda i: len(seqs[i]))
         size = self.config.batching.max_batch_size
         chunks = [order[start : start + size] for start in range(0, len(order), size)]
         classify = partial(self._classify_chunk, classifier, window, seqs, out)
-        if lanes is not None and len(chunks) > 1:
-            # The forward pass releases the GIL, so the lanes run on separate cores. Each fills
-            # its own slots of `out`; consuming map() waits for all of them.
-            for _ in lanes.map(classify, chunks):
-                pass
-        else:
+        if lanes is None:
             for chunk in chunks:
                 classify(chunk)
-        return out
+            return []
+        running = []
+        for chunk in chunks:
+            # The forward pass releases the GIL, so the lanes run on separate cores. Each
+            # batch fills its own slots of `out`.
+            free_lanes.acquire()
+            batch = lanes.submit(classify, chunk)
+            batch.add_done_callback(lambda _batch: free_lanes.release())
+            running.append(batch)
+        return running
 
     def _classify_chunk(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -90,19 +91,74 @@ def test_lanes_classify_batches_at_once_and_keep_window_order(lanes: int) -> Non
     classifier = SlowFirstBatches(lanes)
     worker = Worker(config, classifier=classifier)
     window = _window(32)  # 8 batches of 4
-    pool = None
-    if lanes > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        pool = ThreadPoolExecutor(lanes)
+    out: list = [None] * len(window)
+    pool = ThreadPoolExecutor(lanes) if lanes > 1 else None
     try:
-        out = worker._classify_window(classifier, window, pool)  # noqa: SLF001
+        running = worker._classify_window(  # noqa: SLF001
+            classifier, window, out, pool, threading.Semaphore(lanes))
+        for batch in running:
+            batch.result()
     finally:
         if pool:
             pool.shutdown()
     assert [p.label for p in out] == [f"t{r.ids[0]}" for r in window]
     assert classifier.calls == 8
     assert classifier.most_at_once == lanes
+
+
+class HoldsTheFirstBatch:
+    """The first batch runs until a second one is running beside it, or 10 s have passed."""
+
+    name, version, labels, device, max_tokens = "fake", "1", ("a", "b"), "cpu", 64
+
+    def __init__(self) -> None:
+        self.first_started = threading.Event()
+        self.second_started = threading.Event()
+        self.overlapped: bool | None = None
+        self._calls = 0
+        self._lock = threading.Lock()
+
+    def tokenize(self, text: str) -> list[int]:
+        raise AssertionError("not used")
+
+    def predict_ids(self, seqs: Sequence[Sequence[int]]) -> list[_Labelled]:
+        with self._lock:
+            self._calls += 1
+            first = self._calls == 1
+        if first:
+            self.first_started.set()
+            self.overlapped = self.second_started.wait(timeout=10.0)
+        else:
+            self.second_started.set()
+        return [_Labelled(s) for s in seqs]
+
+
+def test_a_free_lane_takes_the_next_batch_while_the_one_before_still_runs() -> None:
+    """At light load each window is one batch: with two lanes, the next batch must not wait for
+    the one before it to finish (it used to, leaving a core idle and adding a batch's time to
+    its latency). Results still come out in input order."""
+    config = load_config(None, ["batching.max_batch_size=4", "model.lanes=2"], environ={})
+    classifier = HoldsTheFirstBatch()
+    worker = Worker(config, classifier=classifier)
+    worker._load_classifier()  # noqa: SLF001 (plans the lanes)
+    inference = threading.Thread(target=worker._inference_loop, args=(classifier,))  # noqa: SLF001
+    inference.start()
+    requests = _window(8)
+    try:
+        worker._batches.put(requests[:4])  # noqa: SLF001
+        assert classifier.first_started.wait(timeout=10.0)
+        worker._batches.put(requests[4:])  # noqa: SLF001
+        labels = []
+        for _ in range(2):
+            window, predictions, running = worker._classified.get(timeout=20.0)  # noqa: SLF001
+            for batch in running:
+                batch.result(timeout=20.0)
+            labels += [p.label for p in predictions]
+    finally:
+        worker._batches.put(None)  # noqa: SLF001
+        inference.join(timeout=20.0)
+    assert classifier.overlapped is True
+    assert labels == [f"t{r.ids[0]}" for r in requests]
 
 
 @pytest.mark.parametrize(
