@@ -65,9 +65,10 @@ def pipeline_pass(predictor: Any, records: Sequence[Any], batch_size: int,
     per-batch predict times too.
 
     Records go in windows of `window` batches (with `window` > 1 sorted by length together, as
-    the worker does when batches queue up). A window is classified on `lanes` threads (one lane:
-    one inference thread, as `model.lanes: 1`) while this thread decodes and tokenizes the next
-    one; a window waits for the one before it, as the worker's does."""
+    the worker does when batches queue up). A window's batches are classified on `lanes` threads
+    (one lane: one inference thread, as `model.lanes: 1`) while this thread decodes and tokenizes
+    the next window; as in the worker, a lane that is free takes the next window's batch without
+    waiting for the rest of the window before (at most two windows are handed out at a time)."""
     from worker import codec
 
     settings = codec.InputSettings()
@@ -79,6 +80,7 @@ def pipeline_pass(predictor: Any, records: Sequence[Any], batch_size: int,
         batch_seconds.append(time.perf_counter() - t0)
 
     done = 0
+    before: list[Future[None]] = []  # the window handed out before the last one
     pending: list[Future[None]] = []
     started = time.perf_counter()
     span = batch_size * window
@@ -88,14 +90,15 @@ def pipeline_pass(predictor: Any, records: Sequence[Any], batch_size: int,
             seqs = [predictor.tokenize(d.text) for d in decoded if isinstance(d, codec.Request)]
             if window > 1:
                 seqs.sort(key=len)
-            for future in pending:
+            for future in before:
                 future.result()
+            before = pending
             pending = [pool.submit(predict, seqs[b : b + batch_size])
                        for b in range(0, len(seqs), batch_size)]
             done += len(decoded)
             if time.perf_counter() - started > PASS_BUDGET_S:
                 break
-        for future in pending:
+        for future in before + pending:
             future.result()
     seconds = time.perf_counter() - started
     return {"msgs_per_s": rate(done, seconds), "seconds": seconds, "messages": done,

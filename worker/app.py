@@ -200,7 +200,7 @@ def inference_plan(lanes: int, threads: int, cores: int, on_gpu: bool) -> tuple[
     """(lanes, torch threads per lane) for the configured values, 0 meaning auto.
 
     Measured on 2 cores (docs/performance.md): two lanes of one torch thread each classify a
-    backlog ~1.3× faster than one lane of one thread, and one lane of two threads is ~0.6× as
+    backlog ~1.4× faster than one lane of one thread, and one lane of two threads is ~0.6× as
     fast (intra-op threads wait for each other whenever the Kafka path takes a core). A GPU
     runs one batch at a time anyway.
     """
