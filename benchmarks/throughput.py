@@ -141,8 +141,15 @@ def drain_rate(results: list[tuple[int, dict]], ready_at: float) -> dict[str, An
 def latencies(results: list[tuple[int, dict]]) -> dict[str, Any]:
     """Input record timestamp → output record timestamp (the worker's send of the result)."""
     ms = [ts - r["source"]["timestamp_ms"] for ts, r in results]
+    # The two parts of it: input → the publisher taking up the record's window (its batches
+    # done, earlier windows published), and from there → the send of this result.
+    to_window = [r["classified_at_ms"] - r["source"]["timestamp_ms"] for _, r in results]
+    sending = [ts - r["classified_at_ms"] for ts, r in results]
     return {"results": len(ms), "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95),
-            "p99_ms": percentile(ms, 99), "max_ms": max(ms) if ms else None}
+            "p99_ms": percentile(ms, 99), "max_ms": max(ms) if ms else None,
+            "to_window_p50_ms": percentile(to_window, 50),
+            "to_window_p99_ms": percentile(to_window, 99),
+            "sending_p50_ms": percentile(sending, 50), "sending_p99_ms": percentile(sending, 99)}
 
 
 def worker_histograms(text: str) -> dict[str, Any]:
