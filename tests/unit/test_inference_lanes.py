@@ -40,13 +40,20 @@ class _Labelled:
         self.scores = {self.label: 1.0}
 
 
-class SlowFirstBatches:
+class _FakeModel:
+    """What the worker reads of a classifier besides predict_ids; the batches come tokenized."""
+
+    name, version, labels, device, max_tokens = "fake", "1", ("a", "b"), "cpu", 64
+
+    def tokenize(self, text: str) -> list[int]:
+        raise AssertionError("not used")
+
+
+class SlowFirstBatches(_FakeModel):
     """Takes longer on earlier batches, so that with two lanes later batches finish first;
     records how many batches ran at the same time. The first calls wait (up to 10 s, on a loaded
     machine) until `lanes` of them are running, so that a slow thread start cannot hide the
     concurrency."""
-
-    name, version, labels, device, max_tokens = "fake", "1", ("a", "b"), "cpu", 64
 
     def __init__(self, lanes: int) -> None:
         self.lanes = lanes
@@ -55,9 +62,6 @@ class SlowFirstBatches:
         self.calls = 0
         self._met = False
         self._cond = threading.Condition()
-
-    def tokenize(self, text: str) -> list[int]:
-        raise AssertionError("not used")
 
     def predict_ids(self, seqs: Sequence[Sequence[int]]) -> list[_Labelled]:
         with self._cond:
@@ -106,10 +110,8 @@ def test_lanes_classify_batches_at_once_and_keep_window_order(lanes: int) -> Non
     assert classifier.most_at_once == lanes
 
 
-class HoldsTheFirstBatch:
+class HoldsTheFirstBatch(_FakeModel):
     """The first batch runs until a second one is running beside it, or 10 s have passed."""
-
-    name, version, labels, device, max_tokens = "fake", "1", ("a", "b"), "cpu", 64
 
     def __init__(self) -> None:
         self.first_started = threading.Event()
@@ -117,9 +119,6 @@ class HoldsTheFirstBatch:
         self.overlapped: bool | None = None
         self._calls = 0
         self._lock = threading.Lock()
-
-    def tokenize(self, text: str) -> list[int]:
-        raise AssertionError("not used")
 
     def predict_ids(self, seqs: Sequence[Sequence[int]]) -> list[_Labelled]:
         with self._lock:
