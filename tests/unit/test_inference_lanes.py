@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 
 from worker.app import Worker, available_cores, cgroup_cpu_limit, inference_plan
 from worker.codec import Request, SourceRecord
@@ -184,3 +185,55 @@ def test_available_cores_is_capped_by_the_cgroup_limit(tmp_path) -> None:
     (tmp_path / "cpu.max").write_text("100000 100000\n")
     assert available_cores(tmp_path) == 1
     assert available_cores(tmp_path / "absent") >= 1
+
+
+class FailsSomeBatches(_FakeModel):
+    """Raises on a batch larger than `fits` (as CUDA does when a batch outgrows GPU memory) or
+    holding the token id `poison`; counts every call."""
+
+    def __init__(self, fits: int = 1_000, poison: int | None = None) -> None:
+        self.fits, self.poison, self.calls = fits, poison, 0
+
+    def predict_ids(self, seqs: Sequence[Sequence[int]]) -> list[_Labelled]:
+        self.calls += 1
+        if len(seqs) > self.fits:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (a stand-in)")
+        if any(self.poison in s for s in seqs):
+            raise RuntimeError("model blew up")
+        return [_Labelled(s) for s in seqs]
+
+
+def _classify_one_batch(classifier: _FakeModel, window: list[Request]) -> tuple[list, list]:
+    """Run one batch through the worker's retry rule; (predictions, dead-lettered ids)."""
+    config = load_config(None, [f"batching.max_batch_size={len(window)}"], environ={})
+    worker = Worker(config, classifier=classifier)
+    failed: list[str] = []
+    # The dead-letter topic is the integration tests' business; here only who lands there.
+    worker._inference_failed = lambda request, exc: failed.append(request.id)  # noqa: SLF001
+    out: list = [None] * len(window)
+    worker._classify_chunk(classifier, window, [r.ids for r in window], out,  # noqa: SLF001
+                           list(range(len(window))))
+    return out, failed
+
+
+def test_a_batch_too_large_for_the_device_is_retried_in_halves() -> None:
+    window = _window(32)
+    classifier = FailsSomeBatches(fits=4)
+    out, failed = _classify_one_batch(classifier, window)
+    assert failed == []
+    assert [p.label for p in out] == [f"t{r.ids[0]}" for r in window]
+    # 32, 16 ×2 and 8 ×4 fail, then 8 batches of 4 fit: 15 calls (one record at a time: 33).
+    assert classifier.calls == 15
+
+
+def test_a_bad_record_is_found_by_halving_and_only_it_is_dead_lettered() -> None:
+    window = _window(32)
+    poison = window[13].ids[0]
+    classifier = FailsSomeBatches(poison=poison)
+    out, failed = _classify_one_batch(classifier, window)
+    assert failed == ["k13"]
+    assert out[13] is None
+    assert [p.label for i, p in enumerate(out) if i != 13] == [
+        f"t{r.ids[0]}" for i, r in enumerate(window) if i != 13]
+    # Halves of 32, 16, 8, 4, 2 and 1 that hold it fail; their other halves pass: 11 calls.
+    assert classifier.calls == 11
