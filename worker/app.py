@@ -564,6 +564,7 @@ class Worker:
         seqs: list[Sequence[int]],
         out: list[Prediction | None],
         chunk: list[int],
+        retry: bool = False,
     ) -> None:
         """Classify window[i] for i in chunk into out[i]. A failing batch is retried in halves,
         down to single records: one bad record in a batch of n (or a batch too large for GPU
@@ -575,14 +576,14 @@ class Worker:
                 out[i] = prediction
             return
         except Exception as exc:
+            if not retry:  # the traceback once per batch, not once per halving
+                log.exception("inference failed for a batch of %d", len(chunk))
             if len(chunk) == 1:
                 self._inference_failed(window[chunk[0]], exc)
                 return
-            log.warning("inference failed for a batch of %d (%s: %s); retrying it in halves",
-                        len(chunk), type(exc).__name__, exc)
         half = len(chunk) // 2
-        self._classify_chunk(classifier, window, seqs, out, chunk[:half])
-        self._classify_chunk(classifier, window, seqs, out, chunk[half:])
+        self._classify_chunk(classifier, window, seqs, out, chunk[:half], retry=True)
+        self._classify_chunk(classifier, window, seqs, out, chunk[half:], retry=True)
 
     def _inference_failed(self, request: Request, exc: Exception) -> None:
         detail = f"{type(exc).__name__}: {exc}"
