@@ -172,12 +172,15 @@ class LSTMClassifier(nn.Module):
             2 if self.lstm.bidirectional else 1))
         for rows in _length_groups(lengths):
             longest = int(lengths[rows].max())
-            group = x[rows, :longest]
-            if bool((lengths[rows] == longest).all()):  # no padding: the fused call is exact
+            # Padded to a multiple of _GROUP_LENGTH_STEP: oneDNN builds (and caches) a kernel per
+            # batch shape, and few shapes keep that cache small and mostly hit.
+            padded = min(x.shape[1], -(-longest // _GROUP_LENGTH_STEP) * _GROUP_LENGTH_STEP)
+            group = x[rows, :padded]
+            if bool((lengths[rows] == padded).all()):  # no padding: the fused call is exact
                 states, _ = self.lstm(group)
             else:
-                states = self._flipped_lstm(group, lengths[rows], mask[rows, :longest])
-            out[rows, :longest] = states
+                states = self._flipped_lstm(group, lengths[rows], mask[rows, :padded])
+            out[rows, :padded] = states
         return out
 
     def _flipped_lstm(self, x: torch.Tensor, lengths: torch.Tensor,
@@ -242,6 +245,7 @@ class LSTMClassifier(nn.Module):
 # one LSTM call: padding costs as much as text there, and each call costs ~0.1 ms of its own.
 _GROUP_LENGTH_RATIO = 1.25
 _GROUP_LENGTH_SLACK = 4
+_GROUP_LENGTH_STEP = 32
 
 
 def _length_groups(lengths: torch.Tensor) -> list[torch.Tensor]:
