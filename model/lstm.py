@@ -164,22 +164,24 @@ class LSTMClassifier(nn.Module):
         computed without packing. On the CPU, PyTorch runs packed sequences of unequal lengths
         step by step in its own code, ~5× slower per text-step here than the oneDNN kernel it
         uses for padded batches, whose cost grows with batch × padded length. So texts of
-        similar length (`_length_groups`) run together, each group padded only to its longest.
+        similar length (`_length_groups`) run together, each group padded only to its longest
+        (rounded up to a multiple of _GROUP_LENGTH_STEP).
         Padding after a text changes none of the forward direction's states; the backward
         direction reads each text reversed within its own length, so it too starts on the
         text's last token."""
         out = x.new_zeros(x.shape[0], x.shape[1], self.lstm.hidden_size * (
             2 if self.lstm.bidirectional else 1))
         for rows in _length_groups(lengths):
-            longest = int(lengths[rows].max())
+            group_lengths = lengths[rows]
+            longest = int(group_lengths.max())
             # Padded to a multiple of _GROUP_LENGTH_STEP: oneDNN builds (and caches) a kernel per
             # batch shape, and few shapes keep that cache small and mostly hit.
             padded = min(x.shape[1], -(-longest // _GROUP_LENGTH_STEP) * _GROUP_LENGTH_STEP)
             group = x[rows, :padded]
-            if bool((lengths[rows] == padded).all()):  # no padding: the fused call is exact
+            if bool((group_lengths == padded).all()):  # no padding: the fused call is exact
                 states, _ = self.lstm(group)
             else:
-                states = self._flipped_lstm(group, lengths[rows], mask[rows, :padded])
+                states = self._flipped_lstm(group, group_lengths, mask[rows, :padded])
             out[rows, :padded] = states
         return out
 
@@ -239,8 +241,6 @@ class LSTMClassifier(nn.Module):
         return int(self.known_bigrams.sum())
 
 
-# Odd and large (2^32 / golden ratio): spreads (first, second) over the buckets; with ids below
-# 2^31 the product stays far inside int64.
 # Texts whose lengths are within this factor of the group's shortest (plus a few tokens) run in
 # one LSTM call: padding costs as much as text there, and each call costs ~0.1 ms of its own.
 _GROUP_LENGTH_RATIO = 1.25
@@ -262,6 +262,8 @@ def _length_groups(lengths: torch.Tensor) -> list[torch.Tensor]:
     return [torch.tensor(g, dtype=torch.long, device=lengths.device) for g in groups]
 
 
+# Odd and large (2^32 / golden ratio): spreads (first, second) over the buckets; with ids below
+# 2^31 the product stays far inside int64.
 _PAIR_MULTIPLIER = 2_654_435_761
 
 
