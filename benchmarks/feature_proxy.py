@@ -11,12 +11,17 @@ ruled out before a training recipe is built on it. Features, joined with `+`:
     words   the model's tokens (512, head + tail)       pairs   adjacent token pairs
     subs    character 3-5-grams inside each word        chars   character 3-5-grams of the token
             (fastText-style subwords)                           stream, across word boundaries
+
+`--wider-normalisation` first rewrites each text so that the tokenizer also reads phone numbers
+written in groups ("0844 861 85 85", 10-13 digits) as `<phone>` and bare domains ("wire3.net")
+as `<url>` plus the domain: a tokenizer change judged here before any retraining.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import re
 import sys
 import zlib
 from collections.abc import Sequence
@@ -34,6 +39,24 @@ from model.tokenizer import tokenize  # noqa: E402
 
 BUCKETS = 1 << 21
 FAMILIES = ("words", "pairs", "subs", "chars")
+
+
+_GROUPED_PHONE = re.compile(
+    r"(?<![\w.,:/])\+?\(?\d{1,5}\)?(?:[ .-]\(?\d{2,5}\)?){2,4}(?![.,:/]?\d)")
+_BARE_DOMAIN = re.compile(
+    r"(?<![\w.@/-])([a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9-]+)*"
+    r"\.(?:com|net|org|biz|info|co\.uk|org\.uk|uk|tv|mobi|ws|cc|us)\b)", re.IGNORECASE)
+
+
+def _joined_phone(match: re.Match[str]) -> str:
+    digits = re.sub(r"\D", "", match.group())
+    return digits if 10 <= len(digits) <= 13 else match.group()
+
+
+def widen_normalisation(text: str) -> str:
+    """Grouped phone numbers joined (the tokenizer's `<phone>` wants 10+ digits in one run) and
+    bare domains given a scheme (its `<url>` wants `http`/`www.`)."""
+    return _BARE_DOMAIN.sub(r"http://\1", _GROUPED_PHONE.sub(_joined_phone, text))
 
 
 def _bucket(feature: str) -> int:
@@ -113,13 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sets", nargs="+", help="feature sets, e.g. words pairs words+chars")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--data", type=Path, default=DATA_DIR)
+    parser.add_argument("--wider-normalisation", action="store_true",
+                        help="grouped phone numbers and bare domains normalised too")
     args = parser.parse_args(argv)
     for name in args.sets:
         unknown = set(name.split("+")) - set(FAMILIES)
         if unknown:
             parser.error(f"unknown feature family {sorted(unknown)}; choose from {FAMILIES}")
     data = load_corpora(args.data)
-    texts = {split: [(corpus, ex.label == "spam", example_text(ex))
+    rewrite = widen_normalisation if args.wider_normalisation else (lambda text: text)
+    texts = {split: [(corpus, ex.label == "spam", rewrite(example_text(ex)))
                      for corpus in data for ex in data[corpus][split]]
              for split in ("train", "val")}
     print("| features | seed | SpamAssassin AUC | F1 (FP / FN) | SMS AUC | F1 (FP / FN) |")

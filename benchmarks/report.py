@@ -31,6 +31,10 @@ def _ratio(a: Any, b: Any) -> float | None:
 def summarize(r: dict[str, Any]) -> dict[str, Any]:
     """Headline figures and each target's verdict, all from this one run."""
     offline = _get(r, "offline", "offline_msgs_per_s")
+    # The ceiling re-measured at its best settings beside each worker drain (median), when the
+    # run has it: the sweep's best is the fastest of many passes, minutes before the drains.
+    offline_paired = _get(r, "worker", "offline_paired", "msgs_per_s")
+    reference = offline_paired or offline
     naive = _get(r, "naive", "naive_msgs_per_s")
     worker = _get(r, "worker", "worker_msgs_per_s")
     worker_one_lane = _get(r, "worker", "runs", "lanes=1", "drain", "msgs_per_s")
@@ -52,6 +56,7 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
     s: dict[str, Any] = {
         "offline_msgs_per_s": offline,
         "offline_int8_msgs_per_s": offline_int8,
+        "offline_paired_msgs_per_s": offline_paired,
         "worker_int8_msgs_per_s": worker_int8,
         "naive_msgs_per_s": naive,
         "worker_msgs_per_s": worker,
@@ -68,7 +73,7 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mb": rss,
     }
     checks = {
-        "worker >= 0.9 x offline": (_ratio(worker, offline), TARGETS["worker_vs_offline"]),
+        "worker >= 0.9 x offline": (_ratio(worker, reference), TARGETS["worker_vs_offline"]),
         "worker >= 5 x naive": (_ratio(worker, naive), TARGETS["worker_vs_naive"]),
         "passthrough >= 20,000 msgs/s": (passthrough, TARGETS["passthrough_msgs_per_s"]),
     }
@@ -81,13 +86,14 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
     targets["peak RSS <= 1.5 GB (100k backlog)"] = {
         "value": rss, "target": TARGETS["peak_rss_mb"],
         "met": None if rss is None else rss <= TARGETS["peak_rss_mb"]}
-    s["worker_vs_offline"] = _ratio(worker, offline)
+    s["worker_vs_offline"] = _ratio(worker, reference)
+    s["worker_vs_offline_sweep_best"] = _ratio(worker, offline)
     s["worker_vs_naive"] = _ratio(worker, naive)
     s["worker_int8_vs_offline_int8"] = _ratio(worker_int8, offline_int8)
     s["worker_int8_vs_worker"] = _ratio(worker_int8, worker)
-    s["worker_lanes1_vs_offline"] = _ratio(worker_one_lane, offline)
+    s["worker_lanes1_vs_offline"] = _ratio(worker_one_lane, reference)
     s["worker_lanes1_vs_naive"] = _ratio(worker_one_lane, naive)
-    s["worker_lanes1_crc_variant_vs_offline"] = _ratio(worker_crc, offline)
+    s["worker_lanes1_crc_variant_vs_offline"] = _ratio(worker_crc, reference)
     s["worker_lanes1_crc_variant_vs_naive"] = _ratio(worker_crc, naive)
     s["targets"] = targets
     return s
@@ -307,6 +313,8 @@ def write_doc(r: dict[str, Any], doc: Path) -> None:
         ["1. offline ceiling (best batch size, threads and lanes)",
          _n(s.get("offline_msgs_per_s"))],
         ["1. offline ceiling, int8 model", _n(s.get("offline_int8_msgs_per_s"))],
+        ["1. offline ceiling, best settings again beside the worker drains (median)",
+         _n(s.get("offline_paired_msgs_per_s"))],
         ["2. naive loop", _n(s.get("naive_msgs_per_s"))],
         ["3. worker, defaults", _n(s.get("worker_msgs_per_s"))],
         ["3. worker, `model.quantize: int8`", _n(s.get("worker_int8_msgs_per_s"))],
@@ -449,6 +457,17 @@ def _worker_section(r: dict[str, Any]) -> list[str]:
     if note:
         L += [f"`worker_msgs_per_s` = {_n(w.get('worker_msgs_per_s'))} msgs/s, with the default "
               f"settings{note} (first→last result).", ""]
+    paired = w.get("offline_paired") or {}
+    if paired.get("msgs_per_s"):
+        c = paired.get("config") or {}
+        L += ["The offline ceiling was measured again just before each default drain, at the "
+              f"sweep's best settings (batch {c.get('batch_size')}, {c.get('lanes')} lane(s), "
+              f"window {c.get('window')}) over as many messages as a drain "
+              f"({_n(paired.get('messages'))}): {_n(paired.get('msgs_per_s'))} msgs/s (median; "
+              f"each pass {', '.join(_n(v) for v in paired.get('runs_msgs_per_s') or [])}). "
+              "The worker / offline target compares this median with the worker's: this "
+              "machine's speed drifts between minutes, and the sweep's best is the fastest of "
+              "many passes.", ""]
     return L
 
 

@@ -148,8 +148,13 @@ class Suite:
             "default": {}, "lanes=1": {"model.lanes": 1},
             "quantize=int8": {"model.quantize": "int8"}}
         variants.update({f"default, run {k}": {} for k in range(2, repeats + 1)})
-        runs = {name: session(self.bootstrap, settings, backlog, log_dir=self.log_dir)
-                for name, settings in variants.items()}
+        best = (self.results.get("offline") or {}).get("best")
+        paired: list[dict[str, Any]] = []
+        runs = {}
+        for name, settings in variants.items():
+            if name.startswith("default") and best and not self.quick:
+                paired.append(self.paired_ceiling(best, times))
+            runs[name] = session(self.bootstrap, settings, backlog, log_dir=self.log_dir)
         defaults = [run for name, run in runs.items() if name.startswith("default")]
         crc = self.crc_variant()
         if crc:
@@ -158,13 +163,31 @@ class Suite:
         for run in runs.values():
             run.pop("settings", None)
         rate, rates = median_rate(defaults)
-        return {
+        out = {
             "backlog": len(backlog),
             "worker_msgs_per_s": rate,
             "runs_msgs_per_s": rates,
             "timing": "from the first result to the last (group join and model load excluded)",
             "runs": runs,
         }
+        if paired:
+            ceiling_rates = [p["msgs_per_s"] for p in paired]
+            out["offline_paired"] = {
+                "msgs_per_s": median(ceiling_rates), "runs_msgs_per_s": ceiling_rates,
+                "config": {k: best.get(k) for k in ("threads", "lanes", "batch_size", "window")},
+                "messages": paired[0]["messages"]}
+        return out
+
+    def paired_ceiling(self, best: dict[str, Any], times: int) -> dict[str, Any]:
+        """One offline pass at the ceiling's best settings over as many messages as a drain,
+        run just before that drain: the machine's speed drifts by minutes, and the sweep's best
+        is the fastest of many passes, so the ratio compares medians measured side by side."""
+        from benchmarks.offline import pipeline_pass, source_records, torch_threads
+
+        records = source_records(list(self.messages) * times)
+        with torch_threads(best.get("threads", 1)):
+            return pipeline_pass(self.predictor, records, best["batch_size"],
+                                 best.get("window", 1), best.get("lanes", 1))
 
     def passthrough(self) -> dict[str, Any]:
         from benchmarks.throughput import session

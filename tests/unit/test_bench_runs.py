@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.report import earlier_run_lines
+from benchmarks.report import earlier_run_lines, summarize
 from benchmarks.run import SECTIONS, still_providing
 
 
@@ -32,3 +32,15 @@ def test_the_report_names_the_sections_each_earlier_run_still_provides() -> None
     full_line = next(line for line in text.splitlines() if "`streamclf bench`" in line)
     assert "passthrough" not in full_line and "latency" not in full_line
     assert "offline" in full_line and "memory" in full_line
+
+
+def test_worker_vs_offline_uses_the_ceiling_measured_beside_the_drains() -> None:
+    results = {"offline": {"offline_msgs_per_s": 1000.0},
+               "worker": {"worker_msgs_per_s": 900.0}}
+    # Without the paired passes (older runs, --quick) the sweep's best is the reference.
+    assert summarize(results)["worker_vs_offline"] == 0.9
+    results["worker"]["offline_paired"] = {"msgs_per_s": 960.0}
+    s = summarize(results)
+    assert s["worker_vs_offline"] == 900 / 960
+    assert s["worker_vs_offline_sweep_best"] == 0.9
+    assert s["targets"]["worker >= 0.9 x offline"]["value"] == 900 / 960
