@@ -337,13 +337,18 @@ def write_doc(r: dict[str, Any], doc: Path) -> None:
         rows.append([name, fmt(value), fmt(target) if "x " in name and "ms" not in name
                      else _n(target, 1), _verdict(t.get("met"))])
     L += _table(["target", "this run", "threshold", "verdict"], rows)
+    if s.get("offline_paired_msgs_per_s"):
+        L += [f"worker / offline compares the worker with the ceiling measured beside its drains "
+              f"(section 3); against the sweep's best (section 1) it is "
+              f"{_x(s.get('worker_vs_offline_sweep_best'))}.", ""]
     L += [f"With `model.lanes: 1` the worker is at {_x(s.get('worker_lanes1_vs_offline'))} "
           f"the offline ceiling and {_x(s.get('worker_lanes1_vs_naive'))} the naive loop; "
           f"with {s.get('crc_variant')}, at "
           f"{_x(s.get('worker_lanes1_crc_variant_vs_offline'))} and "
           f"{_x(s.get('worker_lanes1_crc_variant_vs_naive'))}. With `model.quantize: int8` "
           f"the worker runs at {_x(s.get('worker_int8_vs_worker'))} the default worker's rate "
-          f"and {_x(s.get('worker_int8_vs_offline_int8'))} the int8 offline ceiling.", ""]
+          f"and {_x(s.get('worker_int8_vs_offline_int8'))} the int8 offline ceiling (the "
+          "sweep's best).", ""]
 
     L += _offline_section(r, made, rel)
     L += _naive_section(r)
