@@ -126,24 +126,27 @@ class LSTMClassifier(nn.Module):
             out, _ = self.lstm(packed)
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, D*H)
         neg = torch.finfo(out.dtype).min
+        pad_bias = (~mask3).to(out.dtype) * neg  # (B, T, 1): 0 on text, lowest float on padding
         pooling = self.config.pooling
-        pooled = []  # each (B, D*H)
+        mean = last = attended = None  # each (B, D*H)
         if pooling in ("max_mean", "all"):
-            pooled.append(out.masked_fill(~mask3, neg).amax(dim=1))
-            pooled.append(out.sum(dim=1) / lengths.to(out.dtype).unsqueeze(-1))  # pads are zeros
+            mean = out.sum(dim=1) / lengths.to(out.dtype).unsqueeze(-1)  # pads are zeros
         if pooling in ("last", "all"):
             # The forward direction's state at each text's own last token, the backward one's
             # at its first (where it ends).
             H = self.config.hidden_dim
             at_last = out[torch.arange(B, device=ids.device), lengths - 1]  # (B, D*H)
-            pooled.append(torch.cat([at_last[:, :H], out[:, 0, H:]], dim=-1)
-                          if self.config.bidirectional else at_last)
+            last = (torch.cat([at_last[:, :H], out[:, 0, H:]], dim=-1)
+                    if self.config.bidirectional else at_last)
         if self.attention is not None:
             scores = self.attention(out).squeeze(-1).masked_fill(~mask, neg)  # (B, T)
             weights = scores.softmax(dim=1).unsqueeze(-1)  # (B, T, 1), zero on padding
-            pooled.append((weights * out).sum(dim=1))
+            attended = (weights * out).sum(dim=1)
+        # Max-pooling comes last: at inference it overwrites `out` (nothing reads it after).
+        peak = _masked_max(out, pad_bias) if pooling in ("max_mean", "all") else None
+        pooled = [t for t in (peak, mean, last, attended) if t is not None]
         if self.config.pool_embeddings:
-            pooled.append(emb.masked_fill(~mask3, neg).amax(dim=1))  # (B, E)
+            pooled.append(_masked_max(emb, pad_bias))  # (B, E); padding embeds to zeros
         logits = self.head(self.dropout(torch.cat(pooled, dim=-1)))  # (B, L)
         if self.bag is not None:
             logits = logits + self._table_sum(self.bag, ids, ids != self.config.pad_id)
@@ -205,7 +208,7 @@ class LSTMClassifier(nn.Module):
                                           False, False, True)
                 outs.append(states.gather(1, flip.expand_as(states)) if d else states)
             x = torch.cat(outs, dim=-1)
-        return x.masked_fill(~mask.unsqueeze(-1), 0.0)
+        return x * mask.unsqueeze(-1)  # zeros on padding (a multiply: faster than masked_fill)
 
     def _table_sum(
         self, table: nn.Embedding, ids: torch.Tensor, valid: torch.Tensor
@@ -260,6 +263,15 @@ def _length_groups(lengths: torch.Tensor) -> list[torch.Tensor]:
         else:
             groups.append([i])
     return [torch.tensor(g, dtype=torch.long, device=lengths.device) for g in groups]
+
+
+def _masked_max(x: torch.Tensor, pad_bias: torch.Tensor) -> torch.Tensor:
+    """Max over time of x (B, T, C) without its padding, whose values must be finite.
+
+    Adding `pad_bias` (0 on text, the lowest float on padding) gives masked_fill's values
+    several times faster on the CPU. Where no gradient flows, x itself takes the sum: a fresh
+    tensor of this size costs more than the sum (the allocator maps new pages for it)."""
+    return (x + pad_bias if x.requires_grad else x.add_(pad_bias)).amax(dim=1)
 
 
 # Odd and large (2^32 / golden ratio): spreads (first, second) over the buckets; with ids below
