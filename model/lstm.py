@@ -1,15 +1,20 @@
 """The classifier: embedding → (Bi)LSTM → masked pooling → linear head, plus optionally a
 per-token logit table summed over the distinct tokens of the text (``bag_logits``).
 
-Sequences are packed, so the LSTM never reads padding, and pooling masks padded positions: a
-text's logits do not depend on how long the other texts in its batch are.
+The LSTM never reads padding into a text's states (packed sequences in training; groups of
+similar length at inference on the CPU, `_grouped_lstm_states`), and pooling leaves padded
+positions out: a text's logits do not depend on how long the other texts in its batch are.
+At inference the helpers run as TorchScript functions (`_compiled`), which do not take the
+GIL back at every op.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -164,62 +169,23 @@ class LSTMClassifier(nn.Module):
     def _padded_lstm(self, x: torch.Tensor, lengths: torch.Tensor,
                      mask: torch.Tensor) -> torch.Tensor:
         """The LSTM's states (B, T, D*H), zeros on padding: the same as over packed sequences,
-        computed without packing. On the CPU, PyTorch runs packed sequences of unequal lengths
-        step by step in its own code, ~5× slower per text-step here than the oneDNN kernel it
-        uses for padded batches, whose cost grows with batch × padded length. So texts of
-        similar length (`_length_groups`) run together, each group padded only to its longest
-        (rounded up to a multiple of _GROUP_LENGTH_STEP).
-        Padding after a text changes none of the forward direction's states; the backward
-        direction reads each text reversed within its own length, so it too starts on the
-        text's last token."""
-        out = x.new_zeros(x.shape[0], x.shape[1], self.lstm.hidden_size * (
-            2 if self.lstm.bidirectional else 1))
-        for rows in _length_groups(lengths):
-            group_lengths = lengths[rows]
-            longest = int(group_lengths.max())
-            # Padded to a multiple of _GROUP_LENGTH_STEP: oneDNN builds (and caches) a kernel per
-            # batch shape, and few shapes keep that cache small and mostly hit.
-            padded = min(x.shape[1], -(-longest // _GROUP_LENGTH_STEP) * _GROUP_LENGTH_STEP)
-            group = x[rows, :padded]
-            if bool((group_lengths == padded).all()):  # no padding: the fused call is exact
-                states, _ = self.lstm(group)
-            else:
-                states = self._flipped_lstm(group, group_lengths, mask[rows, :padded])
-            out[rows, :padded] = states
-        return out
-
-    def _flipped_lstm(self, x: torch.Tensor, lengths: torch.Tensor,
-                      mask: torch.Tensor) -> torch.Tensor:
-        """`_padded_lstm` for one padded group: each direction on its own, the backward one
-        over the texts reversed within their lengths; zeros on padding."""
+        computed without packing (`_grouped_lstm_states`)."""
         lstm = self.lstm
-        B, T, _ = x.shape
-        steps = torch.arange(T, device=x.device)[None, :]
-        flip = torch.where(mask, lengths[:, None] - 1 - steps, steps).unsqueeze(-1)  # involution
-        directions = ["", "_reverse"] if lstm.bidirectional else [""]
-        names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if lstm.bias else [])
-        zeros = x.new_zeros(1, B, lstm.hidden_size)
-        for layer in range(lstm.num_layers):
-            outs = []
-            for d in directions:
-                params = [getattr(lstm, f"{n}_l{layer}{d}") for n in names]
-                seq = x.gather(1, flip.expand_as(x)) if d else x
-                states, _, _ = torch.lstm(seq, (zeros, zeros), params, lstm.bias, 1, 0.0,
-                                          False, False, True)
-                outs.append(states.gather(1, flip.expand_as(states)) if d else states)
-            x = torch.cat(outs, dim=-1)
-        return x * mask.unsqueeze(-1)  # zeros on padding (a multiply: faster than masked_fill)
+        params: list[torch.Tensor] = [w for ws in lstm.all_weights for w in ws]  # flat, in order
+        return _grouped_lstm_states(x, lengths, mask, _length_groups(lengths), params,
+                                    lstm.hidden_size, lstm.num_layers, lstm.bidirectional,
+                                    lstm.bias, _GROUP_LENGTH_STEP)
 
     def _table_sum(
         self, table: nn.Embedding, ids: torch.Tensor, valid: torch.Tensor
     ) -> torch.Tensor:
         rate = self.config.bag_dropout
         if not (self.training and rate):
-            return _distinct_sum(table, ids, valid)
+            return _distinct_sum(table.weight, ids, valid)
         # Dropping positions rather than distinct ids is simpler and nearly the same: repeated
         # tokens are few among the distinct ones that carry weight.
         kept = valid & (torch.rand(ids.shape, device=ids.device) >= rate)
-        return _distinct_sum(table, ids, kept) / (1.0 - rate)
+        return _distinct_sum(table.weight, ids, kept) / (1.0 - rate)
 
     def bigram_ids(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Bucket of each adjacent token pair (B, T-1), and which pairs count: no padding in
@@ -242,6 +208,84 @@ class LSTMClassifier(nn.Module):
                 texts_with[pairs[unpadded].unique()] += 1
         self.known_bigrams.copy_(texts_with >= min_texts)
         return int(self.known_bigrams.sum())
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _compiled(fn: F) -> F:
+    """`fn` for training (where gradients flow), and `fn` compiled by TorchScript for inference
+    where this torch build can compile it.
+
+    Called from Python, every torch op releases the GIL and takes it back, waiting up to the
+    switch interval whenever another thread runs Python, as the worker's main loop does beside
+    the inference lanes: a batch of 16 took 20 ms alone and 127 ms beside a busy Python thread.
+    A compiled function takes the GIL back once, at its end. Training keeps the plain function:
+    its ops are the ones the recipe was measured with, and a compiled function that has built
+    a gradient graph fails later under `torch.inference_mode`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch announces TorchScript's deprecation
+        try:
+            scripted = torch.jit.script(fn)
+        except Exception:  # noqa: BLE001 - no TorchScript here: the plain function serves
+            return fn
+
+    @functools.wraps(fn)
+    def run(*args: Any) -> Any:
+        return fn(*args) if torch.is_grad_enabled() else scripted(*args)
+
+    run.scripted = scripted  # type: ignore[attr-defined]
+    return run  # type: ignore[return-value]
+
+
+@_compiled
+def _grouped_lstm_states(x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor,
+                         groups: list[torch.Tensor], params: list[torch.Tensor],
+                         hidden_size: int, num_layers: int, bidirectional: bool,
+                         has_bias: bool, step: int) -> torch.Tensor:
+    """An LSTM's states (B, T, D*H) over padded texts, zeros on padding, without packing.
+
+    On the CPU, PyTorch runs packed sequences of unequal lengths step by step in its own code,
+    ~5× slower per text-step here than the oneDNN kernel it uses for padded batches, whose cost
+    grows with batch × padded length. So the rows of each group (texts of similar length,
+    `_length_groups`) run together, padded only to their longest rounded up to a multiple of
+    `step`: oneDNN builds (and caches) a kernel per batch shape, and few shapes keep that cache
+    small and mostly hit. A group without padding is one fused call. Otherwise each direction
+    runs on its own: padding after a text changes none of the forward direction's states, and
+    the backward direction reads each text reversed within its own length, so it too starts
+    on the text's last token. `params` are the LSTM's flat weights (per layer and direction:
+    weight_ih, weight_hh and, with `has_bias`, bias_ih, bias_hh)."""
+    B, T = x.size(0), x.size(1)
+    directions = 2 if bidirectional else 1
+    per_direction = 4 if has_bias else 2
+    out = x.new_zeros([B, T, hidden_size * directions])
+    for rows in groups:
+        group_lengths = lengths.index_select(0, rows)
+        padded = min(T, (int(group_lengths.max()) + step - 1) // step * step)
+        seq = x.index_select(0, rows)[:, :padded]
+        if bool((group_lengths == padded).all()):  # no padding: the fused call is exact
+            zeros = x.new_zeros([num_layers * directions, rows.size(0), hidden_size])
+            states = torch.lstm(seq, [zeros, zeros], params, has_bias, num_layers, 0.0, False,
+                                bidirectional, True)[0]
+        else:
+            group_mask = mask.index_select(0, rows)[:, :padded]
+            steps = torch.arange(padded, device=x.device).unsqueeze(0)
+            flip = torch.where(group_mask, group_lengths.unsqueeze(1) - 1 - steps,
+                               steps).unsqueeze(-1)  # an involution: it also flips back
+            zeros = x.new_zeros([1, rows.size(0), hidden_size])
+            for layer in range(num_layers):
+                outs: list[torch.Tensor] = []
+                for d in range(directions):
+                    first = (layer * directions + d) * per_direction
+                    weights = params[first:first + per_direction]
+                    reads = seq if d == 0 else seq.gather(1, flip.expand(-1, -1, seq.size(2)))
+                    h = torch.lstm(reads, [zeros, zeros], weights, has_bias, 1, 0.0, False,
+                                   False, True)[0]
+                    outs.append(h if d == 0 else h.gather(1, flip.expand(-1, -1, h.size(2))))
+                seq = torch.cat(outs, dim=-1)
+            states = seq * group_mask.unsqueeze(-1)  # zeros on padding (faster than masked_fill)
+        out[rows, :padded] = states
+    return out
 
 
 # Texts whose lengths are within this factor of the group's shortest (plus a few tokens) run in
@@ -279,21 +323,23 @@ def _masked_max(x: torch.Tensor, pad_bias: torch.Tensor) -> torch.Tensor:
 _PAIR_MULTIPLIER = 2_654_435_761
 
 
+@_compiled
 def _pair_buckets(
-    ids: torch.Tensor, buckets: int, pad_id: int
+    ids: torch.Tensor, buckets: int, pad_id: int, multiplier: int = _PAIR_MULTIPLIER
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Bucket of each adjacent pair of ids (B, T-1), and which pairs hold no padding.
 
     A fixed multiplicative hash of the two ids: stored models keep meaning the same pairs."""
     first, second = ids[:, :-1], ids[:, 1:]
-    return (first * _PAIR_MULTIPLIER + second) % buckets, (first != pad_id) & (second != pad_id)
+    return (first * multiplier + second) % buckets, (first != pad_id) & (second != pad_id)
 
 
-def _distinct_sum(table: nn.Embedding, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+@_compiled
+def _distinct_sum(table: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Sum of `table` rows over each row's distinct valid ids (B, N) → (B, L)."""
     ids = ids.masked_fill(~valid, -1)  # invalid ids sort first and are dropped below
     ordered, _ = ids.sort(dim=1)
     first = torch.ones_like(ordered, dtype=torch.bool)
     first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]  # one count per distinct id
     keep = first & (ordered >= 0)
-    return (table(ordered.clamp(min=0)) * keep.unsqueeze(-1)).sum(dim=1)
+    return (nn.functional.embedding(ordered.clamp(min=0), table) * keep.unsqueeze(-1)).sum(dim=1)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
+from model import lstm as lstm_module
 from model.artifact import ArtifactError, load_artifact, save_artifact
 from model.lstm import POOLINGS, LSTMClassifier, LSTMConfig
 from model.predictor import Predictor, decide, pad_batch, resolve_device
@@ -415,3 +419,44 @@ def test_inference_runs_the_lstm_unpacked_with_the_packed_result(
             grouped = model._padded_lstm(model.embedding(ids), lens,  # noqa: SLF001
                                          torch.arange(ids.shape[1])[None, :] < lens[:, None])
         assert not torch.allclose(naive[4, :37], grouped[4, :37], atol=1e-4)
+
+
+def _lstm_module_without_torchscript(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A second copy of model/lstm.py, loaded while torch.jit.script refuses to compile."""
+    def refuse(fn: Any) -> Any:
+        raise RuntimeError("no TorchScript in this build")
+
+    monkeypatch.setattr(torch.jit, "script", refuse)
+    path = Path(lstm_module.__file__)
+    spec = importlib.util.spec_from_file_location("lstm_without_torchscript", path)
+    assert spec is not None and spec.loader is not None
+    copy = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, copy)  # its dataclasses look themselves up there
+    spec.loader.exec_module(copy)
+    return copy
+
+
+def test_inference_helpers_are_compiled_and_run_the_same_without_torchscript(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At inference the LSTM groups and the table sums run as TorchScript functions, so that a
+    busy Python thread beside inference (the worker's main loop) delays a batch once, not at
+    every op. Where TorchScript cannot compile them, the same code runs op by op, with the same
+    logits. Runs with gradients (training) before inference do not break it."""
+    for fn in (lstm_module._grouped_lstm_states, lstm_module._distinct_sum,
+               lstm_module._pair_buckets):
+        assert isinstance(getattr(fn, "scripted", None), torch.jit.ScriptFunction), fn
+    plain = _lstm_module_without_torchscript(monkeypatch)
+    assert not hasattr(plain._grouped_lstm_states, "scripted")
+    torch.manual_seed(5)
+    cfg = LSTMConfig(vocab_size=60, num_labels=2, embed_dim=8, hidden_dim=6, dropout=0.0,
+                     bag_logits=True, bag_bigrams=128)
+    compiled_model = LSTMClassifier(cfg).eval()
+    plain_model = plain.LSTMClassifier(plain.LSTMConfig(**cfg.to_dict())).eval()
+    plain_model.load_state_dict(compiled_model.state_dict())
+    seqs = [torch.randint(2, 60, (n,)).tolist() for n in (70, 64, 33, 30, 5, 1)]
+    ids, lens = pad_batch(seqs)
+    for _ in range(3):  # gradients flow: a compiled function would build a gradient graph
+        compiled_model(ids, lens).sum().backward()
+    with torch.inference_mode():
+        assert torch.equal(compiled_model(ids, lens), plain_model(ids, lens))
