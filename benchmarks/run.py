@@ -139,6 +139,7 @@ class Suite:
         return {**runs[rates.index(median(rates))], "runs_msgs_per_s": rates}
 
     def worker(self) -> dict[str, Any]:
+        from benchmarks.offline import source_records
         from benchmarks.throughput import session
 
         times = 1 if self.quick else 3  # a backlog of a few seconds' work
@@ -149,11 +150,12 @@ class Suite:
             "quantize=int8": {"model.quantize": "int8"}}
         variants.update({f"default, run {k}": {} for k in range(2, repeats + 1)})
         best = (self.results.get("offline") or {}).get("best")
+        records = source_records(list(self.messages) * times)  # the drain's messages, in-process
         paired: list[dict[str, Any]] = []
         runs = {}
         for name, settings in variants.items():
             if name.startswith("default") and best and not self.quick:
-                paired.append(self.paired_ceiling(best, times))
+                paired.append(self.paired_ceiling(best, records))
             runs[name] = session(self.bootstrap, settings, backlog, log_dir=self.log_dir)
         defaults = [run for name, run in runs.items() if name.startswith("default")]
         crc = self.crc_variant()
@@ -178,13 +180,12 @@ class Suite:
                 "messages": paired[0]["messages"]}
         return out
 
-    def paired_ceiling(self, best: dict[str, Any], times: int) -> dict[str, Any]:
+    def paired_ceiling(self, best: dict[str, Any], records: list[Any]) -> dict[str, Any]:
         """One offline pass at the ceiling's best settings over as many messages as a drain,
         run just before that drain: the machine's speed drifts by minutes, and the sweep's best
         is the fastest of many passes, so the ratio compares medians measured side by side."""
-        from benchmarks.offline import pipeline_pass, source_records, torch_threads
+        from benchmarks.offline import pipeline_pass, torch_threads
 
-        records = source_records(list(self.messages) * times)
         with torch_threads(best.get("threads", 1)):
             return pipeline_pass(self.predictor, records, best["batch_size"],
                                  best.get("window", 1), best.get("lanes", 1))
