@@ -4,17 +4,17 @@ per-token logit table summed over the distinct tokens of the text (``bag_logits`
 The LSTM never reads padding into a text's states (packed sequences in training; groups of
 similar length at inference on the CPU, `_grouped_lstm_states`), and pooling leaves padded
 positions out: a text's logits do not depend on how long the other texts in its batch are.
-At inference the helpers run as TorchScript functions (`_compiled`), which do not take the
-GIL back at every op.
+Inference on the CPU runs as one TorchScript function of the weights (`_cpu_inference`),
+which does not take the GIL back at every op; training, the GPU and int8 copies run the
+module's own layers.
 """
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, Optional, TypeVar
 
 import torch
 from torch import nn
@@ -118,11 +118,12 @@ class LSTMClassifier(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """ids (B, T) long, lengths (B,) long with 1 ≤ length ≤ T → logits (B, L)."""
+        if not torch.is_grad_enabled() and self._padded_lstm_applies(ids.device):
+            return _CPU_INFERENCE(ids, lengths, self._inference_weights())  # one compiled call
         B, T = ids.shape
         lengths = lengths.clamp(min=1, max=T)
         emb = self.dropout(self.embedding(ids))  # (B, T, E)
         mask = torch.arange(T, device=ids.device)[None, :] < lengths[:, None]  # (B, T)
-        mask3 = mask.unsqueeze(-1)  # (B, T, 1)
         if self._padded_lstm_applies(ids.device):
             out = self._padded_lstm(emb, lengths, mask)
         else:
@@ -130,35 +131,35 @@ class LSTMClassifier(nn.Module):
                                           enforce_sorted=False)
             out, _ = self.lstm(packed)
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, D*H)
-        neg = torch.finfo(out.dtype).min
-        pad_bias = (~mask3).to(out.dtype) * neg  # (B, T, 1): 0 on text, lowest float on padding
-        pooling = self.config.pooling
-        mean = last = attended = None  # each (B, D*H)
-        if pooling in ("max_mean", "all"):
-            mean = out.sum(dim=1) / lengths.to(out.dtype).unsqueeze(-1)  # pads are zeros
-        if pooling in ("last", "all"):
-            # The forward direction's state at each text's own last token, the backward one's
-            # at its first (where it ends).
-            H = self.config.hidden_dim
-            at_last = out[torch.arange(B, device=ids.device), lengths - 1]  # (B, D*H)
-            last = (torch.cat([at_last[:, :H], out[:, 0, H:]], dim=-1)
-                    if self.config.bidirectional else at_last)
-        if self.attention is not None:
-            scores = self.attention(out).squeeze(-1).masked_fill(~mask, neg)  # (B, T)
-            weights = scores.softmax(dim=1).unsqueeze(-1)  # (B, T, 1), zero on padding
-            attended = (weights * out).sum(dim=1)
-        # Max-pooling comes last: at inference it overwrites `out` (nothing reads it after).
-        peak = _masked_max(out, pad_bias) if pooling in ("max_mean", "all") else None
-        pooled = [t for t in (peak, mean, last, attended) if t is not None]
-        if self.config.pool_embeddings:
-            pooled.append(_masked_max(emb, pad_bias))  # (B, E); padding embeds to zeros
-        logits = self.head(self.dropout(torch.cat(pooled, dim=-1)))  # (B, L)
+        scores = self.attention(out).squeeze(-1) if self.attention is not None else None
+        features = _pooled_features(out, emb, lengths, mask, scores, self.config.pooling,
+                                    self.config.pool_embeddings, self.config.hidden_dim,
+                                    self.config.bidirectional, torch.finfo(out.dtype).min)
+        logits = self.head(self.dropout(features))  # (B, L)
         if self.bag is not None:
             logits = logits + self._table_sum(self.bag, ids, ids != self.config.pad_id)
         if self.bigrams is not None and T > 1:
             pairs, valid = self.bigram_ids(ids)
             logits = logits + self._table_sum(self.bigrams, pairs, valid)
         return logits
+
+    def _inference_weights(self) -> _InferenceWeights:
+        """What `_cpu_inference` reads of this model (TorchScript takes tensors, not modules)."""
+        c, lstm = self.config, self.lstm
+        return _InferenceWeights(
+            embedding=self.embedding.weight,
+            lstm=[w for ws in lstm.all_weights for w in ws],
+            hidden_size=lstm.hidden_size, num_layers=lstm.num_layers,
+            bidirectional=lstm.bidirectional, lstm_bias=lstm.bias,
+            attention_weight=self.attention.weight if self.attention is not None else None,
+            attention_bias=self.attention.bias if self.attention is not None else None,
+            pooling=c.pooling, pool_embeddings=c.pool_embeddings,
+            head_weight=self.head.weight, head_bias=self.head.bias,
+            bag=self.bag.weight if self.bag is not None else None,
+            bigrams=self.bigrams.weight if self.bigrams is not None else None,
+            known_bigrams=self.known_bigrams if self.bigrams is not None else None,
+            pad_id=c.pad_id, lowest=torch.finfo(self.embedding.weight.dtype).min,
+        )
 
     def _padded_lstm_applies(self, device: torch.device) -> bool:
         """Inference on the CPU with a plain float LSTM. Training keeps the packed path it was
@@ -174,7 +175,7 @@ class LSTMClassifier(nn.Module):
         params: list[torch.Tensor] = [w for ws in lstm.all_weights for w in ws]  # flat, in order
         return _grouped_lstm_states(x, lengths, mask, _length_groups(lengths), params,
                                     lstm.hidden_size, lstm.num_layers, lstm.bidirectional,
-                                    lstm.bias, _GROUP_LENGTH_STEP)
+                                    lstm.bias)
 
     def _table_sum(
         self, table: nn.Embedding, ids: torch.Tensor, valid: torch.Tensor
@@ -210,39 +211,17 @@ class LSTMClassifier(nn.Module):
         return int(self.known_bigrams.sum())
 
 
-F = TypeVar("F", bound=Callable[..., Any])
+# Texts whose lengths are within this factor of the group's shortest (plus a few tokens) run in
+# one LSTM call: padding costs as much as text there, and each call costs ~0.1 ms of its own.
+_GROUP_LENGTH_RATIO = 1.25
+_GROUP_LENGTH_SLACK = 4
+_GROUP_LENGTH_STEP = 32
 
 
-def _compiled(fn: F) -> F:
-    """`fn` for training (where gradients flow), and `fn` compiled by TorchScript for inference
-    where this torch build can compile it.
-
-    Called from Python, every torch op releases the GIL and takes it back, waiting up to the
-    switch interval whenever another thread runs Python, as the worker's main loop does beside
-    the inference lanes: a batch of 16 took 20 ms alone and 127 ms beside a busy Python thread.
-    A compiled function takes the GIL back once, at its end. Training keeps the plain function:
-    its ops are the ones the recipe was measured with, and a compiled function that has built
-    a gradient graph fails later under `torch.inference_mode`."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch announces TorchScript's deprecation
-        try:
-            scripted = torch.jit.script(fn)
-        except Exception:  # noqa: BLE001 - no TorchScript here: the plain function serves
-            return fn
-
-    @functools.wraps(fn)
-    def run(*args: Any) -> Any:
-        return fn(*args) if torch.is_grad_enabled() else scripted(*args)
-
-    run.scripted = scripted  # type: ignore[attr-defined]
-    return run  # type: ignore[return-value]
-
-
-@_compiled
 def _grouped_lstm_states(x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor,
                          groups: list[torch.Tensor], params: list[torch.Tensor],
                          hidden_size: int, num_layers: int, bidirectional: bool,
-                         has_bias: bool, step: int) -> torch.Tensor:
+                         has_bias: bool, step: int = _GROUP_LENGTH_STEP) -> torch.Tensor:
     """An LSTM's states (B, T, D*H) over padded texts, zeros on padding, without packing.
 
     On the CPU, PyTorch runs packed sequences of unequal lengths step by step in its own code,
@@ -288,21 +267,14 @@ def _grouped_lstm_states(x: torch.Tensor, lengths: torch.Tensor, mask: torch.Ten
     return out
 
 
-# Texts whose lengths are within this factor of the group's shortest (plus a few tokens) run in
-# one LSTM call: padding costs as much as text there, and each call costs ~0.1 ms of its own.
-_GROUP_LENGTH_RATIO = 1.25
-_GROUP_LENGTH_SLACK = 4
-_GROUP_LENGTH_STEP = 32
-
-
-def _length_groups(lengths: torch.Tensor) -> list[torch.Tensor]:
+def _length_groups(lengths: torch.Tensor, ratio: float = _GROUP_LENGTH_RATIO,
+                   slack: int = _GROUP_LENGTH_SLACK) -> list[torch.Tensor]:
     """Row indices of the batch in groups of similar length (shortest first)."""
-    order = torch.argsort(lengths).tolist()
-    values = lengths.tolist()
+    order: list[int] = torch.argsort(lengths).tolist()
+    values: list[int] = lengths.tolist()
     groups: list[list[int]] = []
     for i in order:
-        if groups and values[i] <= values[groups[-1][0]] * _GROUP_LENGTH_RATIO + \
-                _GROUP_LENGTH_SLACK:
+        if len(groups) > 0 and values[i] <= values[groups[-1][0]] * ratio + slack:
             groups[-1].append(i)
         else:
             groups.append([i])
@@ -323,7 +295,6 @@ def _masked_max(x: torch.Tensor, pad_bias: torch.Tensor) -> torch.Tensor:
 _PAIR_MULTIPLIER = 2_654_435_761
 
 
-@_compiled
 def _pair_buckets(
     ids: torch.Tensor, buckets: int, pad_id: int, multiplier: int = _PAIR_MULTIPLIER
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -335,7 +306,6 @@ def _pair_buckets(
     return (first * multiplier + second) % buckets, (first != pad_id) & (second != pad_id)
 
 
-@_compiled
 def _distinct_sum(table: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Sum of `table` rows over each row's distinct valid ids (B, N) → (B, L)."""
     ids = ids.masked_fill(~valid, -1)  # invalid ids sort first and are dropped below
@@ -344,3 +314,114 @@ def _distinct_sum(table: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor) -
     first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]  # one count per distinct id
     keep = first & (ordered >= 0)
     return (nn.functional.embedding(ordered.clamp(min=0), table) * keep.unsqueeze(-1)).sum(dim=1)
+
+
+def _pooled_features(states: torch.Tensor, emb: torch.Tensor, lengths: torch.Tensor,
+                     mask: torch.Tensor, scores: torch.Tensor | None, pooling: str,
+                     pool_embeddings: bool, hidden_size: int, bidirectional: bool,
+                     lowest: float) -> torch.Tensor:
+    """The LSTM states (B, T, D*H) of each text as one vector (B, features), padding left out
+    (see POOLINGS); `scores` (B, T) are the attention's per position. Where no gradient flows
+    max-pooling overwrites `states` and `emb`."""
+    pad_bias = (~mask.unsqueeze(-1)).to(states.dtype) * lowest  # (B, T, 1): 0 on text
+    mean: torch.Tensor | None = None
+    last: torch.Tensor | None = None
+    attended: torch.Tensor | None = None
+    if pooling in ("max_mean", "all"):
+        mean = states.sum(dim=1) / lengths.to(states.dtype).unsqueeze(-1)  # pads are zeros
+    if pooling in ("last", "all"):
+        last = _last_states(states, lengths, hidden_size, bidirectional)
+    if scores is not None:
+        weights = scores.masked_fill(~mask, lowest).softmax(dim=1).unsqueeze(-1)  # 0 on padding
+        attended = (weights * states).sum(dim=1)
+    # Max-pooling comes last: it may overwrite `states`.
+    peak = _masked_max(states, pad_bias) if pooling in ("max_mean", "all") else None
+    pooled: list[torch.Tensor] = []
+    for part in [peak, mean, last, attended]:
+        if part is not None:
+            pooled.append(part)
+    if pool_embeddings:
+        pooled.append(_masked_max(emb, pad_bias))  # (B, E); padding embeds to zeros
+    return torch.cat(pooled, dim=-1)
+
+
+def _last_states(states: torch.Tensor, lengths: torch.Tensor, hidden_size: int,
+                 bidirectional: bool) -> torch.Tensor:
+    """The forward direction's state at each text's own last token, the backward one's at its
+    first (where it ends): (B, D*H)."""
+    rows = torch.arange(states.size(0), device=states.device)
+    at_last = states[rows, lengths - 1]
+    if not bidirectional:
+        return at_last
+    return torch.cat([at_last[:, :hidden_size], states[:, 0, hidden_size:]], dim=-1)
+
+
+class _InferenceWeights(NamedTuple):
+    # TorchScript reads `X | None` in functions, not yet in NamedTuple fields.
+    embedding: torch.Tensor
+    lstm: list[torch.Tensor]  # flat, in nn.LSTM's order (see _grouped_lstm_states)
+    hidden_size: int
+    num_layers: int
+    bidirectional: bool
+    lstm_bias: bool
+    attention_weight: Optional[torch.Tensor]  # noqa: UP045 (TorchScript)
+    attention_bias: Optional[torch.Tensor]  # noqa: UP045 (TorchScript)
+    pooling: str
+    pool_embeddings: bool
+    head_weight: torch.Tensor
+    head_bias: torch.Tensor
+    bag: Optional[torch.Tensor]  # noqa: UP045 (TorchScript)
+    bigrams: Optional[torch.Tensor]  # noqa: UP045 (TorchScript)
+    known_bigrams: Optional[torch.Tensor]  # noqa: UP045 (TorchScript)
+    pad_id: int
+    lowest: float  # the lowest value of the weights' float type
+
+
+def _cpu_inference(ids: torch.Tensor, lengths: torch.Tensor,
+                   w: _InferenceWeights) -> torch.Tensor:
+    """`LSTMClassifier.forward` at inference on the CPU, as one function of the weights that
+    TorchScript compiles (`_CPU_INFERENCE`): the same ops, without dropout."""
+    T = ids.size(1)
+    lengths = lengths.clamp(min=1, max=T)
+    emb = nn.functional.embedding(ids, w.embedding)
+    mask = torch.arange(T, device=ids.device).unsqueeze(0) < lengths.unsqueeze(1)
+    states = _grouped_lstm_states(emb, lengths, mask, _length_groups(lengths), w.lstm,
+                                  w.hidden_size, w.num_layers, w.bidirectional, w.lstm_bias)
+    scores: torch.Tensor | None = None
+    attention_weight = w.attention_weight
+    if attention_weight is not None:
+        scores = nn.functional.linear(states, attention_weight, w.attention_bias).squeeze(-1)
+    features = _pooled_features(states, emb, lengths, mask, scores, w.pooling,
+                                w.pool_embeddings, w.hidden_size, w.bidirectional, w.lowest)
+    logits = nn.functional.linear(features, w.head_weight, w.head_bias)
+    bag, bigrams, known = w.bag, w.bigrams, w.known_bigrams
+    if bag is not None:
+        logits = logits + _distinct_sum(bag, ids, ids != w.pad_id)
+    if bigrams is not None and known is not None and T > 1:
+        pairs, unpadded = _pair_buckets(ids, bigrams.size(0), w.pad_id)
+        logits = logits + _distinct_sum(bigrams, pairs, unpadded & known[pairs])
+    return logits
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _script_or_plain(fn: F) -> F:
+    """`fn` compiled by TorchScript, or `fn` itself where this torch build cannot compile it.
+
+    Called from Python, every torch op releases the GIL and takes it back, waiting up to the
+    switch interval whenever another thread runs Python, as the worker's main loop does beside
+    the inference lanes. A compiled function takes the GIL back once, at its end: a batch of
+    16 beside a busy Python thread took 127 ms op by op, 42 ms with the LSTM and the table
+    sums compiled, and 22 ms with the whole inference compiled (19 ms alone).
+    Compiled functions serve inference only: one that has built a gradient graph fails later
+    under `torch.inference_mode`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch announces TorchScript's deprecation
+        try:
+            return torch.jit.script(fn)  # type: ignore[no-any-return]
+        except Exception:  # noqa: BLE001 - no TorchScript here: the plain function serves
+            return fn
+
+
+_CPU_INFERENCE = _script_or_plain(_cpu_inference)

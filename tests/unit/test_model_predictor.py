@@ -436,21 +436,20 @@ def _lstm_module_without_torchscript(monkeypatch: pytest.MonkeyPatch) -> Any:
     return copy
 
 
-def test_inference_helpers_are_compiled_and_run_the_same_without_torchscript(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_cpu_inference_is_compiled_and_runs_the_same_without_torchscript(
+    monkeypatch: pytest.MonkeyPatch, pooling: str
 ) -> None:
-    """At inference the LSTM groups and the table sums run as TorchScript functions, so that a
-    busy Python thread beside inference (the worker's main loop) delays a batch once, not at
-    every op. Where TorchScript cannot compile them, the same code runs op by op, with the same
-    logits. Runs with gradients (training) before inference do not break it."""
-    for fn in (lstm_module._grouped_lstm_states, lstm_module._distinct_sum,
-               lstm_module._pair_buckets):
-        assert isinstance(getattr(fn, "scripted", None), torch.jit.ScriptFunction), fn
+    """Inference on the CPU runs as one TorchScript function, so that a busy Python thread
+    beside inference (the worker's main loop) delays a batch once, not at every op. Where
+    TorchScript cannot compile it, the same code runs op by op, with the same logits. Runs
+    with gradients (training) before inference do not break it."""
+    assert isinstance(lstm_module._CPU_INFERENCE, torch.jit.ScriptFunction)
     plain = _lstm_module_without_torchscript(monkeypatch)
-    assert not hasattr(plain._grouped_lstm_states, "scripted")
+    assert plain._CPU_INFERENCE is plain._cpu_inference
     torch.manual_seed(5)
     cfg = LSTMConfig(vocab_size=60, num_labels=2, embed_dim=8, hidden_dim=6, dropout=0.0,
-                     bag_logits=True, bag_bigrams=128)
+                     pooling=pooling, bag_logits=True, bag_bigrams=128)
     compiled_model = LSTMClassifier(cfg).eval()
     plain_model = plain.LSTMClassifier(plain.LSTMConfig(**cfg.to_dict())).eval()
     plain_model.load_state_dict(compiled_model.state_dict())
@@ -459,4 +458,7 @@ def test_inference_helpers_are_compiled_and_run_the_same_without_torchscript(
     for _ in range(3):  # gradients flow: a compiled function would build a gradient graph
         compiled_model(ids, lens).sum().backward()
     with torch.inference_mode():
-        assert torch.equal(compiled_model(ids, lens), plain_model(ids, lens))
+        compiled = compiled_model(ids, lens)
+        assert torch.equal(compiled, plain_model(ids, lens))
+    # The same as the module's own layers give, with gradients on (not the compiled path).
+    assert torch.allclose(compiled, compiled_model(ids, lens).detach(), atol=1e-6)
