@@ -35,3 +35,18 @@ def test_discard_removes_matching_items_only():
 def test_rejects_empty_batches():
     with pytest.raises(ValueError):
         Batcher(max_size=0, max_wait_s=1)
+
+
+def test_poll_waits_in_short_slices_while_records_flow() -> None:
+    """While records flow, a poll waits at most a short slice (kafka-python can sleep out a
+    whole poll timeout with a fetched response buffered); idle, a long one; never past the
+    moment the pending batch is due."""
+    from worker.app import poll_timeout_ms
+
+    busy = poll_timeout_ms(since_records_s=0.2, until_due_s=None)
+    idle = poll_timeout_ms(since_records_s=5.0, until_due_s=None)
+    assert busy < idle
+    assert busy <= 20
+    assert idle >= 100
+    assert poll_timeout_ms(since_records_s=5.0, until_due_s=0.007) == 7
+    assert poll_timeout_ms(since_records_s=float("inf"), until_due_s=0.0) == 0
