@@ -209,6 +209,14 @@ class Predictor:
         """Token ids of *text*: its head and tail within ``max_tokens``."""
         return self.vocab.encode(tokenize(text, self.max_tokens, self.head_fraction))
 
+    def warm_up(self, passes: int = 2) -> None:
+        """Classify a short text a few times. The first forward passes are slow (TorchScript
+        profiles and optimises the compiled inference: a batch of 16 took ~55 and ~28 ms, then
+        9; a GPU loads its kernels), so a server spends them before it takes traffic."""
+        seqs = [self.tokenize("warm up")] * 2
+        for _ in range(passes):
+            self.probabilities(seqs)
+
     def kind_of(self, ids: Sequence[int]) -> str:
         """``email`` or ``text``, from the token ids (see ``KINDS``)."""
         return kind_of(ids, self._email_first)

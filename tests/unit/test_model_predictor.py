@@ -246,6 +246,30 @@ def test_predict_ids_keeps_input_order(tmp_path: Path) -> None:
     assert p.predict_ids([]) == []
 
 
+@pytest.mark.parametrize("num_labels", [2, 3])
+def test_warm_up_runs_forward_passes_and_changes_no_result(
+    tmp_path: Path, num_labels: int
+) -> None:
+    """`warm_up` (the worker calls it before it reports ready) runs the model on a short text
+    `passes` times, with any labels, and leaves every later result as it would have been."""
+    class Counting(Predictor):
+        calls: list[int] = []
+
+        def probabilities(self, seqs: Any) -> torch.Tensor:
+            self.calls.append(len(seqs))
+            return super().probabilities(seqs)
+
+    path = _save(tmp_path, num_labels=num_labels)
+    cold = Predictor.load(path, device="cpu").predict(["free prize call now", "lunch"])
+    warm = Counting.load(path, device="cpu")
+    warm.warm_up(passes=3)
+    assert len(warm.calls) == 3 and all(n > 0 for n in warm.calls)
+    after = warm.predict(["free prize call now", "lunch"])
+    assert [p.label for p in after] == [p.label for p in cold]
+    for p, q in zip(after, cold, strict=True):
+        assert p.scores == pytest.approx(q.scores, abs=1e-6)
+
+
 def test_tampered_weights_are_rejected(tmp_path: Path) -> None:
     path = _save(tmp_path)
     weights = path / "weights.pt"
