@@ -403,8 +403,13 @@ def test_dashboard_and_rules_against_a_live_worker(live: dict[str, Any]) -> None
     for name in recorded:
         result = prometheus.query(f'{name}{{job="{JOB}"}}')
         assert has_data(result), f"recording rule {name} has no series: {describe(result)}"
-    consumed = values(prometheus.query(f'job:streamclf_messages_consumed:rate5m{{job="{JOB}"}}'))
-    assert consumed and consumed[0] > 0
+    # The rules run every second: the last run may predate the scrape that step 2 saw rising.
+    def consumed_rate_recorded() -> list[str]:
+        expr = f'job:streamclf_messages_consumed:rate5m{{job="{JOB}"}}'
+        consumed = values(prometheus.query(expr))
+        return [] if consumed and consumed[0] > 0 else [f"{expr} = {consumed}"]
+
+    wait_for(consumed_rate_recorded, 15, "the recording rule to see traffic")
 
     # 6. Every rule group of the file is loaded and healthy.
     loaded = {g["name"]: g for g in prometheus.api("/api/v1/rules")["data"]["groups"]}
