@@ -148,7 +148,7 @@ class LSTMClassifier(nn.Module):
         c, lstm = self.config, self.lstm
         return _InferenceWeights(
             embedding=self.embedding.weight,
-            lstm=[w for ws in lstm.all_weights for w in ws],
+            lstm=self._flat_lstm_weights(),
             hidden_size=lstm.hidden_size, num_layers=lstm.num_layers,
             bidirectional=lstm.bidirectional, lstm_bias=lstm.bias,
             attention_weight=self.attention.weight if self.attention is not None else None,
@@ -161,6 +161,10 @@ class LSTMClassifier(nn.Module):
             pad_id=c.pad_id, lowest=torch.finfo(self.embedding.weight.dtype).min,
         )
 
+    def _flat_lstm_weights(self) -> list[torch.Tensor]:
+        """The LSTM's weights in nn.LSTM's order (see `_grouped_lstm_states`)."""
+        return [w for ws in self.lstm.all_weights for w in ws]
+
     def _padded_lstm_applies(self, device: torch.device) -> bool:
         """Inference on the CPU with a plain float LSTM. Training keeps the packed path it was
         tuned with; an int8 copy has its own LSTM module; cuDNN runs packed sequences well."""
@@ -172,8 +176,8 @@ class LSTMClassifier(nn.Module):
         """The LSTM's states (B, T, D*H), zeros on padding: the same as over packed sequences,
         computed without packing (`_grouped_lstm_states`)."""
         lstm = self.lstm
-        params: list[torch.Tensor] = [w for ws in lstm.all_weights for w in ws]  # flat, in order
-        return _grouped_lstm_states(x, lengths, mask, _length_groups(lengths), params,
+        return _grouped_lstm_states(x, lengths, mask, _length_groups(lengths),
+                                    self._flat_lstm_weights(),
                                     lstm.hidden_size, lstm.num_layers, lstm.bidirectional,
                                     lstm.bias)
 

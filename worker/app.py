@@ -380,14 +380,14 @@ class Worker:
         return False
 
     def _load_classifier(self) -> Classifier:
-        c: Classifier
+        loaded = None  # the model this worker loads itself, if it was not given one
         if self._classifier is None:
             from model.artifact import ArtifactError
             from model.predictor import Predictor
 
             m = self.config.model
             try:
-                predictor = Predictor.load(
+                loaded = Predictor.load(
                     m.path, device=m.device, max_tokens=m.max_tokens, threshold=m.threshold,
                     quantize=m.quantize,
                 )
@@ -395,15 +395,14 @@ class Worker:
                 raise ConfigError(f"model.path: {exc}") from exc
             except ValueError as exc:  # e.g. cuda requested on a machine without it
                 raise ConfigError(f"model: {exc}") from exc
-            self._lanes, threads = plan_for(self.config.model, predictor.device)
+            self._classifier = loaded
+        c = self._classifier
+        self._lanes, threads = plan_for(self.config.model, c.device)
+        if loaded is not None:  # a classifier passed in keeps the torch settings it came with
             import torch
 
             torch.set_num_threads(threads)
-            predictor.warm_up()  # before readiness: the first forward passes are the slowest
-            c = self._classifier = predictor
-        else:  # a classifier passed in keeps the torch settings it came with
-            c = self._classifier
-            self._lanes, _threads = plan_for(self.config.model, c.device)
+            loaded.warm_up()  # before readiness: the first forward passes are the slowest
         self._model_id = f"{c.name}@{c.version}"
         self.metrics.model_info.labels(c.name, c.version, str(c.device)).set(1)
         for label in c.labels:
