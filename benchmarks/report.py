@@ -42,6 +42,7 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
     worker_crc = _get(r, "worker", "runs", f"lanes=1, {crc_label}", "drain", "msgs_per_s")
     passthrough = _get(r, "passthrough", "passthrough_msgs_per_s")
     passthrough_short = _get(r, "passthrough", "passthrough_short_msgs_per_s")
+    copy_loop = _get(r, "passthrough", "client_copy_loop_msgs_per_s")
     half = next((p for p in _get(r, "latency", "phases") or [] if p.get("load_fraction") == 0.5),
                 {})
     # The bound uses the batches of the half-load phase itself (runs before this was recorded
@@ -67,6 +68,7 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
                                                    "msgs_per_s"),
         "passthrough_msgs_per_s": passthrough,
         "passthrough_short_msgs_per_s": passthrough_short,
+        "client_copy_loop_msgs_per_s": copy_loop,
         "p99_at_50pct_ms": half.get("p99_ms"),
         "p99_bound_ms": p99_bound,
         "batch_p99_ms": batch_p99,
@@ -89,6 +91,7 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
     s["worker_vs_offline"] = _ratio(worker, reference)
     s["worker_vs_offline_sweep_best"] = _ratio(worker, offline)
     s["worker_vs_naive"] = _ratio(worker, naive)
+    s["passthrough_short_vs_copy_loop"] = _ratio(passthrough_short, copy_loop)
     s["worker_int8_vs_offline_int8"] = _ratio(worker_int8, offline_int8)
     s["worker_int8_vs_worker"] = _ratio(worker_int8, worker)
     s["worker_lanes1_vs_offline"] = _ratio(worker_one_lane, reference)
@@ -147,7 +150,8 @@ def plots(r: dict[str, Any], img_dir: Path) -> dict[str, str]:
             ("passthrough (mix)", s.get("passthrough_msgs_per_s")),
             (f"passthrough (mix, {s.get('crc_variant')})",
              s.get("passthrough_crc_variant_msgs_per_s")),
-            ("passthrough (short)", s.get("passthrough_short_msgs_per_s"))]
+            ("passthrough (short)", s.get("passthrough_short_msgs_per_s")),
+            ("kafka-python copy loop (short)", s.get("client_copy_loop_msgs_per_s"))]
     bars = [(k, v) for k, v in bars if v]
     if bars:
         fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -326,6 +330,8 @@ def write_doc(r: dict[str, Any], doc: Path) -> None:
         [f"4. passthrough, the benchmark messages, {s.get('crc_variant')}",
          _n(s.get("passthrough_crc_variant_msgs_per_s"))],
         ["4. passthrough, short SMS-like messages", _n(s.get("passthrough_short_msgs_per_s"))],
+        ["4. bare kafka-python copy loop, the same short messages (the client's ceiling)",
+         _n(s.get("client_copy_loop_msgs_per_s"))],
     ])
     if "throughput" in made:
         L += [f"![throughput]({rel}{made['throughput']})", ""]
@@ -495,6 +501,9 @@ def _passthrough_section(r: dict[str, Any]) -> list[str]:
          _n(_get(p, "mix_as_text", "backlog")), _n(_get(p, "mix_as_text", "msgs_per_s")), ""],
         ["short SMS-like JSON messages", _n(_get(p, "short", "backlog")),
          _n(p.get("passthrough_short_msgs_per_s")), runs("short")],
+        ["the same short messages, bare kafka-python copy loop (no worker)",
+         _n(_get(p, "copy_loop", "backlog")), _n(p.get("client_copy_loop_msgs_per_s")),
+         runs("copy_loop")],
         ["short, while profiled (below)", _n(_get(p, "short_profiled", "backlog")),
          _n(_get(p, "short_profiled", "msgs_per_s")), ""],
         [f"short, `kafka.producer: {_get(p, 'short_linger', 'kafka.producer')}`",
@@ -502,6 +511,14 @@ def _passthrough_section(r: dict[str, Any]) -> list[str]:
     ] + ([[f"the benchmark messages, {_get(p, 'mix_crc_variant', 'variant')}",
            _n(_get(p, "mix_crc_variant", "backlog")),
            _n(_get(p, "mix_crc_variant", "msgs_per_s")), ""]] if p.get("mix_crc_variant") else []))
+    copy_ratio = _ratio(p.get("passthrough_short_msgs_per_s"),
+                        p.get("client_copy_loop_msgs_per_s"))
+    if copy_ratio is not None:
+        L += ["The copy loop (`benchmarks.throughput.copy_loop`) is the least a consume → produce "
+              "service does with kafka-python and the worker's client settings: poll, send one "
+              "fixed result per record with an acknowledgement callback, commit after each poll; "
+              "no decoding, result building, offset bookkeeping or metrics. The worker's "
+              f"passthrough on the same backlog is {_x(copy_ratio)} of it.", ""]
     prof = p.get("profile") or {}
     if prof.get("samples"):
         L += [f"Profile of a separate short-message drain (py-spy `--gil`, {prof['samples']} "

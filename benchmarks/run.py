@@ -191,7 +191,7 @@ class Suite:
                                  best.get("window", 1), best.get("lanes", 1))
 
     def passthrough(self) -> dict[str, Any]:
-        from benchmarks.throughput import session
+        from benchmarks.throughput import copy_loop, session
 
         mix = common.repeated(self.messages, 1 if self.quick else 5, "b")
         short = common.short_messages(10_000 if self.quick else 50_000, self.args.data)
@@ -202,6 +202,8 @@ class Suite:
                   for _ in range(repeats)]
         on_short = [session(self.bootstrap, {}, short, noop=True, log_dir=self.log_dir)
                     for _ in range(repeats)]
+        # The client's own ceiling on the same backlog: a bare kafka-python copy loop.
+        copies = [copy_loop(self.bootstrap, short) for _ in range(repeats)]
         profiled = session(self.bootstrap, {}, short, noop=True, log_dir=self.log_dir,
                            profile_s=3 if self.quick else 8)
         # The same messages with `input.format: text`: no email reading, so what is left is the
@@ -220,14 +222,19 @@ class Suite:
             out["mix_crc_variant"] = {"backlog": len(mix), "variant": crc[0], **other["drain"]}
         mix_rate, mix_runs = median_rate(on_mix)
         short_rate, short_runs = median_rate(on_short)
+        copy_rate, copy_runs = median_rate([{"drain": c} for c in copies])
         return {
             **out,
             "passthrough_msgs_per_s": mix_rate,
             "passthrough_short_msgs_per_s": short_rate,
+            "client_copy_loop_msgs_per_s": copy_rate,
             "mix": {"backlog": len(mix), "msgs_per_s": mix_rate, "runs_msgs_per_s": mix_runs},
             "short": {"backlog": len(short), "msgs_per_s": short_rate,
                       "runs_msgs_per_s": short_runs},
             "mix_as_text": {"backlog": len(mix_long), **as_text.get("drain", {})},
+            "copy_loop": {"backlog": len(short), "msgs_per_s": copy_rate,
+                          "runs_msgs_per_s": copy_runs,
+                          "errors": [c["error"] for c in copies if "error" in c]},
             "short_profiled": {"backlog": len(short), **profiled.get("drain", {})},
             "short_linger": {"backlog": len(short), "kafka.producer": LINGER,
                              **linger.get("drain", {})},

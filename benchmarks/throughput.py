@@ -308,3 +308,61 @@ def naive(bootstrap: str, messages: Sequence[Message], predictor: Any,
     return {"messages": done, "of": len(messages), "seconds": last - first, "max_tokens": width,
             "naive_msgs_per_s": rate(done - 1, last - first),
             "note": "timed from the first record received (group join excluded); 1 torch thread"}
+
+
+# A result of typical size (the worker's output for a short message is ~230 bytes).
+_COPY_VALUE = (b'{"id": "b0-000000", "label": "ham", "score": 0.999123, '
+               b'"scores": {"ham": 0.999123, "spam": 0.000877}, "model": "noop@0", '
+               b'"source": {"topic": "bench-in-00000000", "partition": 0, "offset": 0, '
+               b'"timestamp_ms": 0}, "classified_at_ms": 0}')
+
+
+def copy_loop(bootstrap: str, backlog: Sequence[tuple[bytes, bytes]],
+              timeout_s: float = 300.0) -> dict[str, Any]:
+    """The Kafka client's own ceiling: the least a consume → produce service does per record
+    with kafka-python and the worker's client settings — poll, send one fixed result keyed and
+    headed like the worker's with an acknowledgement callback, commit after each poll — and
+    nothing else (no decoding, no result building, no offset bookkeeping, no metrics). One
+    thread plus the producer's own; timed from the first record polled to the last
+    acknowledgement."""
+    from worker.config import KafkaConfig
+    from worker.kafka import consumer_settings, make_consumer, make_producer, producer_settings
+
+    topics = new_topics(bootstrap)
+    produce_all(bootstrap, topics["input"], backlog)
+    config = KafkaConfig(bootstrap_servers=[bootstrap], group_id=f"copy-{uuid.uuid4().hex[:8]}",
+                         consumer={"session_timeout_ms": 6000})  # see common.consumer_settings
+    consumer = make_consumer(consumer_settings(config))
+    prod = make_producer(producer_settings(config))
+    consumer.subscribe([topics["input"]])
+    acked = 0
+
+    def ack(_metadata: object) -> None:
+        nonlocal acked
+        acked += 1
+
+    seen, first = 0, 0.0
+    deadline = time.monotonic() + timeout_s
+    try:
+        while seen < len(backlog) and time.monotonic() < deadline:
+            polled = consumer.poll(timeout_ms=100)
+            for records in polled.values():
+                first = first or time.perf_counter()
+                for r in records:
+                    headers = [*(r.headers or ()), ("streamclf-label", b"ham"),
+                               ("streamclf-model", b"noop@0")]
+                    prod.send(topics["output"], key=r.key, value=_COPY_VALUE,
+                              headers=headers).add_callback(ack)
+                seen += len(records)
+            if polled:
+                consumer.commit_async()
+        prod.flush()
+        last = time.perf_counter()
+        consumer.commit()
+    finally:
+        consumer.close()
+        prod.close()
+    if acked < len(backlog):
+        return {"error": f"{acked} of {len(backlog)} acknowledged in time"}
+    return {"results": acked, "msgs_per_s": rate(acked - 1, last - first),
+            "first_to_last_s": last - first, "output_topic": topics["output"]}
