@@ -74,8 +74,10 @@ _RESEND_CHECK_S = 0.1  # how often an idle publisher looks for produces due agai
 # messages 13,800 → 17,700 msgs/s (median of four runs each; 0.75 was no better than half).
 _RESUME_AT = 0.9
 # Python's default (5 ms) is how long a thread may wait for the GIL while another runs Python:
-# the inference thread re-takes the GIL after every torch op and queued behind the main loop's
-# decoding and tokenizing. 0.5 ms: backlog drain 617–621 → 658–686 msgs/s (docs/performance.md).
+# a forward pass re-takes the GIL between its steps and queued behind the main loop's decoding
+# and tokenizing. 0.5 ms: backlog drain 617–621 → 658–686 msgs/s (docs/performance.md). Only
+# while a forward pass runs (_ShortGilSwitch): otherwise the Kafka path's threads hand the GIL
+# to each other ten times as often for nothing (passthrough ~13 % slower at 0.5 ms throughout).
 _GIL_SWITCH_INTERVAL_S = 0.0005
 
 
@@ -123,6 +125,29 @@ class _Outgoing:
     is_result: bool
     attempts: int = 0
     completion: _Completion | None = None  # shared by a result and its routed copy
+
+
+class _ShortGilSwitch:
+    """A context for forward passes: while at least one runs, a thread waiting for the GIL gets
+    it after `interval_s`; when none runs, after the interval there was before."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._short_s = interval_s
+        self._usual_s = sys.getswitchinterval()
+        self._running = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self._running += 1
+            if self._running == 1:
+                sys.setswitchinterval(self._short_s)
+
+    def __exit__(self, *_exc: object) -> None:
+        with self._lock:
+            self._running -= 1
+            if self._running == 0:
+                sys.setswitchinterval(self._usual_s)
 
 
 class _Completion:
@@ -309,6 +334,7 @@ class Worker:
         self._model_id = ""
         self._classified_counters: dict[str, Any] = {}
         self._lanes = 1
+        self._forward_pass = _ShortGilSwitch(_GIL_SWITCH_INTERVAL_S)
         self.metrics_port: int | None = None
         # Series that exist from the start, so rate() sees their first increase.
         for topic in config.kafka.input_topics:
@@ -332,7 +358,6 @@ class Worker:
             self._server.start()
             self.metrics_port = self._server.port
             log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, self.metrics_port)
-        sys.setswitchinterval(_GIL_SWITCH_INTERVAL_S)
         try:
             classifier = self._load_classifier()
             if self._stop.is_set() or not self._connect():
@@ -609,7 +634,8 @@ class Worker:
         self, classifier: Classifier, seqs: Sequence[Sequence[int]]
     ) -> Sequence[Prediction]:
         started = time.perf_counter()
-        predictions = classifier.predict_ids(seqs)
+        with self._forward_pass:
+            predictions = classifier.predict_ids(seqs)
         self.metrics.inference_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(len(seqs))
         longest = max((len(s) for s in seqs), default=0)

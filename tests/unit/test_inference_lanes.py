@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
-from worker.app import Worker, available_cores, cgroup_cpu_limit, inference_plan
+from worker.app import (
+    Worker,
+    _ShortGilSwitch,
+    available_cores,
+    cgroup_cpu_limit,
+    inference_plan,
+)
 from worker.codec import Request, SourceRecord
 from worker.config import load_config
 
@@ -237,3 +244,47 @@ def test_a_bad_record_is_found_by_halving_and_only_it_is_dead_lettered() -> None
         f"t{r.ids[0]}" for i, r in enumerate(window) if i != 13]
     # Halves of 32, 16, 8, 4, 2 and 1 that hold it fail; their other halves pass: 11 calls.
     assert classifier.calls == 11
+
+
+class RecordsTheSwitchInterval(_FakeModel):
+    """Notes the GIL switch interval each forward pass runs under."""
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def predict_ids(self, seqs: Sequence[Sequence[int]]) -> list[_Labelled]:
+        self.seen.append(sys.getswitchinterval())
+        return [_Labelled(s) for s in seqs]
+
+
+@pytest.fixture
+def usual_switch_interval() -> Iterator[float]:
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)  # Python's default, whatever ran before
+    yield 0.005
+    sys.setswitchinterval(before)
+
+
+def test_forward_passes_run_with_the_short_switch_interval_and_only_they(
+    usual_switch_interval: float,
+) -> None:
+    config = load_config(None, ["batching.max_batch_size=4"], environ={})
+    classifier = RecordsTheSwitchInterval()
+    worker = Worker(config, classifier=classifier)
+    window = _window(12)
+    worker._classify_window(  # noqa: SLF001
+        classifier, window, [None] * len(window), None, threading.Semaphore(1))
+    assert classifier.seen == pytest.approx([0.0005] * 3)
+    assert sys.getswitchinterval() == pytest.approx(usual_switch_interval)
+
+
+def test_the_switch_interval_stays_short_until_the_last_overlapping_pass_ends(
+    usual_switch_interval: float,
+) -> None:
+    passes = _ShortGilSwitch(0.001)  # one for all lanes
+    passes.__enter__()  # lane 1 starts
+    passes.__enter__()  # lane 2 starts
+    passes.__exit__(None, None, None)  # lane 1 ends
+    assert sys.getswitchinterval() == pytest.approx(0.001)
+    passes.__exit__(None, None, None)  # lane 2 ends
+    assert sys.getswitchinterval() == pytest.approx(usual_switch_interval)
