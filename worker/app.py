@@ -76,8 +76,8 @@ _RESUME_AT = 0.9
 # Python's default (5 ms) is how long a thread may wait for the GIL while another runs Python:
 # a forward pass re-takes the GIL between its steps and queued behind the main loop's decoding
 # and tokenizing. 0.5 ms: backlog drain 617–621 → 658–686 msgs/s (docs/performance.md). Only
-# while a forward pass runs (_ShortGilSwitch): otherwise the Kafka path's threads hand the GIL
-# to each other ten times as often for nothing (passthrough ~13 % slower at 0.5 ms throughout).
+# while batches are handed out or run (_ShortGilSwitch): otherwise the Kafka path's threads
+# hand the GIL to each other ten times as often for nothing (passthrough 13-16 % slower).
 _GIL_SWITCH_INTERVAL_S = 0.0005
 
 
@@ -531,7 +531,11 @@ class Worker:
                     break
                 window.extend(more)
             predictions: list[Prediction | None] = [None] * len(window)
-            running = self._classify_window(classifier, window, predictions, lanes, free_lanes)
+            # Handing batches to lanes counts as forward-pass time: a lane waits on this thread
+            # (short GIL waits) for its next batch, so a backlog runs at the short interval.
+            with self._forward_pass:
+                running = self._classify_window(classifier, window, predictions, lanes,
+                                                free_lanes)
             # Publishing runs on its own thread: its Python work (encoding, the producer's
             # record building) overlaps the forward passes, which release the GIL. The
             # publisher waits for the window's batches still running on lanes; this thread
