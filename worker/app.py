@@ -128,8 +128,9 @@ class _Outgoing:
 
 
 class _ShortGilSwitch:
-    """A context for forward passes: while at least one runs, a thread waiting for the GIL gets
-    it after `interval_s`; when none runs, after the interval there was before."""
+    """Entered around forward passes and the hand-out of their batches: while any is inside, a
+    thread waiting for the GIL gets it after `interval_s`; otherwise after the interval there
+    was before. The interval is process-wide, so the process has one of these (_FORWARD_PASSES)."""
 
     def __init__(self, interval_s: float) -> None:
         self._short_s = interval_s
@@ -148,6 +149,9 @@ class _ShortGilSwitch:
             self._running -= 1
             if self._running == 0:
                 sys.setswitchinterval(self._usual_s)
+
+
+_FORWARD_PASSES = _ShortGilSwitch(_GIL_SWITCH_INTERVAL_S)
 
 
 class _Completion:
@@ -334,7 +338,6 @@ class Worker:
         self._model_id = ""
         self._classified_counters: dict[str, Any] = {}
         self._lanes = 1
-        self._forward_pass = _ShortGilSwitch(_GIL_SWITCH_INTERVAL_S)
         self.metrics_port: int | None = None
         # Series that exist from the start, so rate() sees their first increase.
         for topic in config.kafka.input_topics:
@@ -533,7 +536,7 @@ class Worker:
             predictions: list[Prediction | None] = [None] * len(window)
             # Handing batches to lanes counts as forward-pass time: a lane waits on this thread
             # (short GIL waits) for its next batch, so a backlog runs at the short interval.
-            with self._forward_pass:
+            with _FORWARD_PASSES:
                 running = self._classify_window(classifier, window, predictions, lanes,
                                                 free_lanes)
             # Publishing runs on its own thread: its Python work (encoding, the producer's
@@ -638,7 +641,7 @@ class Worker:
         self, classifier: Classifier, seqs: Sequence[Sequence[int]]
     ) -> Sequence[Prediction]:
         started = time.perf_counter()
-        with self._forward_pass:
+        with _FORWARD_PASSES:
             predictions = classifier.predict_ids(seqs)
         self.metrics.inference_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(len(seqs))
