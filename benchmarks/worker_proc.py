@@ -26,6 +26,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def text_length(text: str) -> list[int]:
+    """The no-op classifier's tokenizer (module level, so decoding processes can be given it)."""
+    return [len(text)]
+
+
 class NoOpClassifier:
     """Satisfies worker.app.Classifier and does no work: every text is `ham`."""
 
@@ -42,6 +47,8 @@ class NoOpClassifier:
         scores = {"ham": 1.0, "spam": 0.0}
 
     _one = _Prediction()
+
+    text_tokenizer = staticmethod(text_length)
 
     def tokenize(self, text: str) -> list[int]:
         return [len(text)]
@@ -65,6 +72,10 @@ class TimedClassifier:
 
     def tokenize(self, text: str) -> list[int]:
         return self.inner.tokenize(text)
+
+    @property
+    def text_tokenizer(self) -> Any:
+        return self.inner.text_tokenizer
 
     def predict_ids(self, seqs: Sequence[Sequence[int]]) -> Any:
         started = time.perf_counter()

@@ -10,7 +10,7 @@ import torch
 
 from model.artifact import ArtifactError, load_artifact
 from model.lstm import LSTMClassifier
-from model.tokenizer import PAD_ID, UNK_ID, Vocab, tokenize
+from model.tokenizer import PAD_ID, UNK_ID, TextTokenizer, Vocab, tokenize
 
 __all__ = [
     "Prediction", "Predictor", "pad_batch", "resolve_device", "decide", "KINDS", "kind_of",
@@ -208,6 +208,11 @@ class Predictor:
     def tokenize(self, text: str) -> list[int]:
         """Token ids of *text*: its head and tail within ``max_tokens``."""
         return self.vocab.encode(tokenize(text, self.max_tokens, self.head_fraction))
+
+    @property
+    def text_tokenizer(self) -> TextTokenizer:
+        """`tokenize` as a torch-free object another process can be given."""
+        return TextTokenizer(self.vocab, self.max_tokens, self.head_fraction)
 
     def warm_up(self, passes: int = 2) -> None:
         """Classify a short text a few times. The first forward passes are slow (TorchScript

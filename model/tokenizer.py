@@ -171,3 +171,16 @@ class Vocab:
     @classmethod
     def load(cls, path: str | Path) -> Vocab:
         return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+
+class TextTokenizer:
+    """Text → token ids for one model. Torch-free and picklable, so that a decoding process
+    (`input.decode_processes`) can hold a copy of it."""
+
+    def __init__(self, vocab: Vocab, max_tokens: int, head_fraction: float = 0.75) -> None:
+        self.vocab = vocab
+        self.max_tokens = max_tokens
+        self.head_fraction = head_fraction
+
+    def __call__(self, text: str) -> list[int]:
+        return self.vocab.encode(tokenize(text, self.max_tokens, self.head_fraction))

@@ -2,8 +2,8 @@
 
 Threads and what they own:
 - the main thread owns the consumer (kafka-python's consumer is not thread-safe): it polls,
-  decodes, tokenizes, batches, pauses/resumes partitions, resends failed records and commits
-  offsets;
+  decodes and tokenizes (or has `worker.decoding`'s processes do it), batches, pauses/resumes
+  partitions, resends failed records and commits offsets;
 - the inference thread sorts queued batches by length and hands them to `model.lanes` lane
   threads, each running the model on one batch at a time (the next batch starts as soon as a
   lane is free);
@@ -42,6 +42,7 @@ from worker import codec
 from worker.batcher import Batcher
 from worker.codec import InputSettings, Rejection, Request, SourceRecord
 from worker.config import Config, ModelConfig
+from worker.decoding import DecodePool, read
 from worker.errors import ConfigError
 from worker.kafka import (
     consumer_settings,
@@ -63,6 +64,7 @@ _POLL_MS = 100  # the longest the loop waits in poll(); bounds reaction time to 
 # costs CPU: an idle worker took 3.5 % of a core at 100 ms, 7 % at 20).
 _BUSY_POLL_MS = 20
 _BUSY_FOR_S = 1.0  # the loop counts as busy this long after a poll returned records
+_DECODING_POLL_MS = 5  # while decoding processes hold records, the loop looks back this often
 # A commit waits at most this long, so that a broker outage cannot stall the loop (and the
 # probes it updates) for the client's default minute.
 _COMMIT_TIMEOUT_MS = 5_000
@@ -108,6 +110,9 @@ class Classifier(Protocol):
     def device(self) -> Any: ...
 
     def tokenize(self, text: str) -> list[int]: ...
+
+    # With `input.decode_processes`, the classifier also needs `text_tokenizer`: `tokenize` as a
+    # picklable callable (model.predictor.Predictor has one).
 
     def predict_ids(self, seqs: Sequence[Sequence[int]]) -> Sequence[Prediction]: ...
 
@@ -338,6 +343,7 @@ class Worker:
         self._model_id = ""
         self._classified_counters: dict[str, Any] = {}
         self._lanes = 1
+        self._decoding: DecodePool | None = None
         self.metrics_port: int | None = None
         # Series that exist from the start, so rate() sees their first increase.
         for topic in config.kafka.input_topics:
@@ -363,6 +369,7 @@ class Worker:
             log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, self.metrics_port)
         try:
             classifier = self._load_classifier()
+            self._start_decoding(classifier)
             if self._stop.is_set() or not self._connect():
                 return 0  # stopped before the broker was reachable: nothing was consumed
             inference = threading.Thread(
@@ -440,6 +447,18 @@ class Worker:
                  " (int8)" if getattr(c, "quantized", False) else "", list(c.labels), self._lanes)
         return c
 
+    def _start_decoding(self, classifier: Classifier) -> None:
+        processes = self.config.input.decode_processes
+        if not processes:
+            return
+        tokenizer = getattr(classifier, "text_tokenizer", None)
+        if tokenizer is None:
+            raise ConfigError("input.decode_processes: the classifier has no text_tokenizer to "
+                              "give the decoding processes; set it to 0")
+        self._decoding = DecodePool(processes, self._input, tokenizer)
+        self._decoding.start()  # before readiness, like the model's warm-up
+        log.info("decoding and tokenizing in %d process(es)", processes)
+
     # -- the main loop -------------------------------------------------------------------------
 
     def _step(self) -> None:
@@ -448,6 +467,9 @@ class Worker:
         self._apply_rebalance_events()
         now = time.monotonic()
         timeout_ms = poll_timeout_ms(now - self._records_at, self._batcher.seconds_until_due(now))
+        decoding = self._decoding
+        if decoding is not None and decoding.pending:
+            timeout_ms = min(timeout_ms, _DECODING_POLL_MS)
         room = self.config.batching.max_in_flight - self._tracker.in_flight()
         try:
             polled = consumer.poll(timeout_ms=timeout_ms, max_records=max(1, min(500, room)))
@@ -458,6 +480,8 @@ class Worker:
             self._records_at = time.monotonic()
         for tp, records in polled.items():
             self._accept(tp.topic, tp.partition, records)
+        if decoding is not None:
+            self._take_decoded(decoding)
         batch = self._batcher.due(time.monotonic())
         if batch:
             self._submit(batch)
@@ -476,25 +500,29 @@ class Worker:
         self._last_tracked[(topic, partition)] = fresh[-1].offset
         self._tracker.track_many((topic, partition), [r.offset for r in fresh])
         self.metrics.consumed.labels(topic).inc(len(fresh))
+        if self._decoding is not None:
+            self._decoding.submit((topic, partition), [source_record(r) for r in fresh])
+            return
         now = time.monotonic()
         classifier = self._classifier
         assert classifier is not None
+        # Tokenized here, not on the inference thread: that thread then holds the GIL only
+        # briefly between forward passes, and this Python work runs on the other core.
         for raw in fresh:
-            decoded = codec.decode(source_record(raw), self._input)
-            if isinstance(decoded, Rejection):
-                self._dead_letter(decoded)
-                continue
-            # Tokenized here, not on the inference thread: that thread then holds the GIL only
-            # briefly between forward passes, and this Python work runs on the other core.
-            try:
-                ids = classifier.tokenize(decoded.text)
-            except Exception as exc:
-                self._inference_failed(decoded, exc)
-                continue
-            decoded = Request(decoded.record, decoded.id, decoded.text, ids)  # replace() is slower
-            batch = self._batcher.add(decoded, now)
-            if batch:
-                self._submit(batch)
+            self._take(read(source_record(raw), self._input, classifier.tokenize), now)
+
+    def _take_decoded(self, decoding: DecodePool) -> None:
+        for polled_at, results in decoding.take_ready():
+            for result in results:
+                self._take(result, polled_at)  # the batch timer runs from the poll
+
+    def _take(self, result: Request | Rejection, now: float) -> None:
+        if isinstance(result, Rejection):
+            self._dead_letter(result)
+            return
+        batch = self._batcher.add(result, now)
+        if batch:
+            self._submit(batch)
 
     def _submit(self, batch: list[Request]) -> None:
         self._batches.put(batch)
@@ -809,6 +837,8 @@ class Worker:
             gone = {(tp.topic, tp.partition) for tp in tps if tp not in current}
             if not gone:
                 continue
+            if self._decoding is not None:
+                self._decoding.forget(gone)
             self._batcher.discard(partial(_in_partitions, gone))
             if kind == "revoked":
                 self._commit(force=True, only=gone)
@@ -889,6 +919,10 @@ class Worker:
         deadline = time.monotonic() + self.config.shutdown.drain_timeout_s
         log.info("draining: %d records in flight", self._tracker.in_flight())
         consumer.pause(*consumer.assignment())  # stop fetching; keep the membership
+        decoding = self._decoding
+        while decoding is not None and decoding.pending and time.monotonic() < deadline:
+            decoding.wait(deadline - time.monotonic())
+            self._take_decoded(decoding)
         batch = self._batcher.flush()
         if batch:
             self._submit(batch)
@@ -915,6 +949,8 @@ class Worker:
             log.info("drained: every record acknowledged and committed")
 
     def _close(self) -> None:
+        if self._decoding is not None:
+            self._decoding.close()
         if self._consumer is not None:
             try:
                 self._consumer.close(autocommit=False)

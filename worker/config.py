@@ -92,6 +92,8 @@ class InputConfig:
     id_field: str = "id"
     # Values larger than this go to the dead-letter topic as too_large.
     max_bytes: int = 10_000_000
+    # Processes that decode and tokenize records (worker.decoding); 0: the main thread does.
+    decode_processes: int = 0
 
 
 @dataclass(frozen=True)
@@ -315,6 +317,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("model.threads: must be zero (auto) or more")
     if config.model.lanes < 0:
         raise ConfigError("model.lanes: must be zero (auto) or more")
+    if config.input.decode_processes < 0:
+        raise ConfigError("input.decode_processes: must be zero (the main thread) or more")
     if not config.kafka.input_topics:
         raise ConfigError("kafka.input_topics: at least one topic is needed")
     if not 0 <= config.metrics.port <= 65535:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -232,9 +233,10 @@ def test_readyz_is_503_before_assignment_and_200_after(broker, topics):
     assert before[0] == 503
 
 
-def run_cli(broker: str, names: dict[str, str], group: str, port: int) -> subprocess.Popen:
+def run_cli(broker: str, names: dict[str, str], group: str, port: int,
+            extra: tuple[str, ...] = ()) -> subprocess.Popen:
     args = [sys.executable, "-m", "worker", "run"]
-    for item in settings(broker, names, port, group):
+    for item in [*settings(broker, names, port, group), *extra]:
         args += ["--set", item]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
@@ -291,6 +293,87 @@ def test_restart_after_sigterm_resumes_without_reprocessing(broker, topics):
     reader.close()
 
 
+def test_sigterm_mid_stream_drains_what_the_decoding_processes_hold(broker, topics):
+    """SIGTERM while records wait in decoding processes: the worker finishes them, commits and
+    exits 0; a restart carries on from there, with nothing lost and nothing classified twice."""
+    names = topics()
+    group = "drain-" + uuid.uuid4().hex[:6]
+    messages = keyed_messages(3000, "s")
+    produce(broker, names["input"], messages)
+    reader = TopicReader(broker, names["output"])
+    extra = ("input.decode_processes=2",)
+    process = run_cli(broker, names, group, free_port(), extra)
+    try:
+        reader.wait_for(100, timeout_s=120)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert b"drained: every record acknowledged" in stderr, stderr.decode()[-2000:]
+    first_run = len(reader.read())
+    port = free_port()
+    process = run_cli(broker, names, group, port, extra)
+    try:
+        reader.wait_for(3000, timeout_s=120)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    keys = [r.key for r in reader.read()]
+    assert first_run < 3000, "the first run was stopped mid-stream"
+    assert sorted(keys) == sorted(k for k, _ in messages), "a record lost or classified twice"
+    reader.close()
+
+
+class SlowTokenizer:
+    """A text tokenizer that takes 20 ms per text, as a slow reader of large emails would."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def __call__(self, text: str) -> list[int]:
+        time.sleep(0.02)  # stands for work, not a wait for anything
+        return self.inner(text)
+
+
+class SlowReadingModel:
+    """The bundled model, read slowly in the decoding processes."""
+
+    def __init__(self) -> None:
+        from model.predictor import Predictor
+
+        self.inner = Predictor.load("bundled", device="cpu")
+        self.name, self.version, self.labels = "slow", "1", self.inner.labels
+        self.device = self.inner.device
+        self.text_tokenizer = SlowTokenizer(self.inner.text_tokenizer)
+        self.tokenize, self.predict_ids = self.inner.tokenize, self.inner.predict_ids
+
+
+def test_a_stopping_worker_finishes_the_records_its_decoding_processes_hold(broker, topics,
+                                                                             caplog):
+    caplog.set_level(logging.INFO, logger="worker.app")
+    names = topics(partitions=1)
+    produce(broker, names["input"], keyed_messages(300, "h"))
+    reader = TopicReader(broker, names["output"])
+    config = load_config(None, [*settings(broker, names, free_port()),
+                                "input.decode_processes=1", "shutdown.drain_timeout_s=15"],
+                         environ={})
+    worker = Worker(config, classifier=SlowReadingModel())
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        reader.wait_for(20)
+        assert worker._decoding is not None and worker._decoding.pending, "records being read"
+    finally:
+        worker.stop()
+        thread.join(timeout=60)
+    assert "drained: every record acknowledged and committed" in caplog.text
+    # Every record polled before the stop was read, classified and published, once and in order.
+    offsets = [json.loads(r.value)["source"]["offset"] for r in reader.read()]
+    assert len(offsets) >= 20 and offsets == list(range(len(offsets)))
+    reader.close()
+
+
 class PoisonedModel:
     """The bundled model, except that it fails on any batch holding the word POISON."""
 
@@ -308,6 +391,46 @@ class PoisonedModel:
         if any(-1 in s for s in seqs):
             raise RuntimeError("model blew up")
         return self.inner.predict_ids(seqs)
+
+
+def test_decoding_processes_give_every_record_the_result_the_main_thread_would(broker, topics):
+    """input.decode_processes: emails, texts and hostile values read in two other processes get
+    the bundled model's own verdict or their dead letter, in input order per partition."""
+    import multiprocessing
+
+    from model.predictor import Predictor
+    from worker.codec import InputSettings, Request, SourceRecord, decode
+    from worker.demo import _sample_records
+
+    names = topics(partitions=2)
+    good = [(k.encode(), v) for k, v, kind in _sample_records() if kind != "hostile"]
+    good += keyed_messages(150, "d")
+    produce(broker, names["input"], [*good, *((k, v) for k, v, _ in HOSTILE)])
+    out = TopicReader(broker, names["output"], names["dlq"])
+    before = {p.pid for p in multiprocessing.active_children()}
+    extra = ("input.decode_processes=2", "input.max_bytes=2000000")
+    with RunningWorker(broker, names, extra=extra):
+        got = out.wait_for(len(good) + len(HOSTILE))
+        decoding = {p.pid for p in multiprocessing.active_children()} - before
+    out.close()
+    assert len(decoding) == 2, "the worker's two decoding processes"
+    results = {r.key: json.loads(r.value) for r in got if r.topic == names["output"]}
+    dead = {r.key: dict(r.headers)["streamclf-error"].decode()
+            for r in got if r.topic == names["dlq"]}
+    assert dead == {k: reason for k, _, reason in HOSTILE}
+    assert set(results) == {k for k, _ in good}
+    predictor = Predictor.load("bundled", device="cpu")
+    requests = [decode(SourceRecord("t", 0, i, 0, k, v, ()), InputSettings())
+                for i, (k, v) in enumerate(good)]
+    assert all(isinstance(r, Request) for r in requests)
+    expected = predictor.predict_ids([predictor.tokenize(r.text) for r in requests])
+    for (key, _), prediction in zip(good, expected, strict=True):
+        assert results[key]["label"] == prediction.label, key
+        assert results[key]["score"] == pytest.approx(prediction.score, abs=1e-5), key
+    for partition in (0, 1):
+        offsets = [json.loads(r.value)["source"]["offset"] for r in got
+                   if r.topic == names["output"] and r.partition == partition]
+        assert offsets == sorted(offsets)
 
 
 @pytest.mark.parametrize("lanes", [1, 2])

@@ -95,6 +95,8 @@ def test_passthrough_mappings_keep_their_keys():
         ("model:\n  quantize: int4\n", "model.quantize"),
         ("model:\n  lanes: -1\n", "model.lanes"),
         ("model:\n  threads: -2\n", "model.threads"),
+        ("input:\n  decode_processes: -1\n", "input.decode_processes"),
+        ("input:\n  decode_processes: two\n", "input.decode_processes"),
     ],
 )
 def test_bad_keys_and_values_name_the_key(tmp_path, text, path):
