@@ -63,7 +63,7 @@ def grid(bootstrap: str, messages: Sequence[Message], offered_msgs_per_s: float,
 
 
 # Settings and worker_proc flags compared at half load: one inference lane, the consumer's fetch
-# wait, and batch coalescing.
+# wait, batch coalescing, and reading in a process.
 VARIANTS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "model.lanes: 1": ({"model.lanes": 1}, ()),
     "fetch_max_wait_ms: 10": ({"kafka.consumer": FAST_FETCH}, ()),
@@ -71,6 +71,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         {"kafka.consumer": FAST_FETCH, "model.threads": 1}, ()),
     "fetch_max_wait_ms: 10, model.threads: 1, coalescing batches": (
         {"kafka.consumer": FAST_FETCH, "model.threads": 1}, ("--coalesce",)),
+    "input.decode_processes: 1": ({"input.decode_processes": 1}, ()),
 }
 # The grid varies batching on top of these (so that the fetch wait does not hide it).
 GRID_BASE = {"kafka.consumer": FAST_FETCH, "model.threads": 1}

@@ -192,14 +192,22 @@ class Suite:
 
     def passthrough(self) -> dict[str, Any]:
         from benchmarks.throughput import copy_loop, session
+        from worker.app import available_cores
 
         mix = common.repeated(self.messages, 1 if self.quick else 5, "b")
         short = common.short_messages(10_000 if self.quick else 50_000, self.args.data)
         # Runs of the same code differ by up to ±20 % on a shared machine: report the median of
         # several unprofiled runs (each a fresh worker and topic), and profile a separate run.
         repeats = 1 if self.quick else PASSTHROUGH_RUNS
-        on_mix = [session(self.bootstrap, {}, mix, noop=True, log_dir=self.log_dir)
-                  for _ in range(repeats)]
+        # The mix again with its reading in `input.decode_processes` (one per core), each run
+        # beside one without, as the machine's speed drifts by minutes.
+        processes = available_cores()
+        decoding_settings = {"input.decode_processes": processes}
+        on_mix, on_mix_decoding = [], []
+        for _ in range(repeats):
+            on_mix.append(session(self.bootstrap, {}, mix, noop=True, log_dir=self.log_dir))
+            on_mix_decoding.append(session(self.bootstrap, decoding_settings, mix, noop=True,
+                                           log_dir=self.log_dir))
         on_short = [session(self.bootstrap, {}, short, noop=True, log_dir=self.log_dir)
                     for _ in range(repeats)]
         # The client's own ceiling on the same backlog: a bare kafka-python copy loop.
@@ -221,6 +229,7 @@ class Suite:
             other = session(self.bootstrap, {}, mix, noop=True, log_dir=self.log_dir, env=crc[1])
             out["mix_crc_variant"] = {"backlog": len(mix), "variant": crc[0], **other["drain"]}
         mix_rate, mix_runs = median_rate(on_mix)
+        decoding_rate, decoding_runs = median_rate(on_mix_decoding)
         short_rate, short_runs = median_rate(on_short)
         copy_rate, copy_runs = median_rate([{"drain": c} for c in copies])
         return {
@@ -228,7 +237,10 @@ class Suite:
             "passthrough_msgs_per_s": mix_rate,
             "passthrough_short_msgs_per_s": short_rate,
             "client_copy_loop_msgs_per_s": copy_rate,
+            "passthrough_decoding_msgs_per_s": decoding_rate,
             "mix": {"backlog": len(mix), "msgs_per_s": mix_rate, "runs_msgs_per_s": mix_runs},
+            "mix_decoding": {"backlog": len(mix), "decode_processes": processes,
+                             "msgs_per_s": decoding_rate, "runs_msgs_per_s": decoding_runs},
             "short": {"backlog": len(short), "msgs_per_s": short_rate,
                       "runs_msgs_per_s": short_runs},
             "mix_as_text": {"backlog": len(mix_long), **as_text.get("drain", {})},
@@ -272,9 +284,38 @@ class Suite:
         return peak_rss(self.bootstrap, (10_000, 100_000), log_dir=self.log_dir)
 
     def gpu(self) -> dict[str, Any]:
-        from benchmarks.offline import gpu
+        from benchmarks.offline import gpu, load_predictor
+        from benchmarks.throughput import naive, session
+        from worker.app import available_cores
 
-        return gpu(self.messages, self.repeats)
+        out = gpu(self.messages, self.repeats)
+        if not out.get("measured"):
+            return out
+        # The worker as the GPU overlay runs it (deploy/k8s/overlays/gpu), then with its reading
+        # in processes on the spare cores: with the model on the GPU, reading emails is most of
+        # what is left on the CPU. Each pair side by side, as the machine drifts.
+        on_gpu = {"model.device": "cuda", "batching.max_batch_size": 256}
+        processes = max(1, available_cores() - 2)
+        decoding = {**on_gpu, "input.decode_processes": processes}
+        backlog = common.repeated(self.messages, 1 if self.quick else 10, "b")
+        plain, spread = [], []
+        for _ in range(1 if self.quick else WORKER_RUNS):
+            plain.append(session(self.bootstrap, on_gpu, backlog, log_dir=self.log_dir))
+            spread.append(session(self.bootstrap, decoding, backlog, log_dir=self.log_dir))
+        naive_run = naive(self.bootstrap, self.messages, load_predictor("cuda"),
+                          limit_s=8 if self.quick else 30)
+        worker_rate, worker_runs = median_rate(plain)
+        decoding_rate, decoding_runs = median_rate(spread)
+        out.update({
+            "offline_msgs_per_s": max(p["pipeline_msgs_per_s"] for p in out["sweep"]),
+            "naive_msgs_per_s": naive_run["naive_msgs_per_s"],
+            "worker_msgs_per_s": worker_rate, "worker_runs_msgs_per_s": worker_runs,
+            "worker_decoding_msgs_per_s": decoding_rate,
+            "worker_decoding_runs_msgs_per_s": decoding_runs,
+            "decode_processes": processes, "backlog": len(backlog), "settings": on_gpu,
+            "errors": [r["error"] for r in plain + spread if "error" in r],
+        })
+        return out
 
 
 def still_providing(earlier: list[dict[str, Any]], now: list[str]) -> list[dict[str, Any]]:
