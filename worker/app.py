@@ -455,7 +455,8 @@ class Worker:
         if tokenizer is None:
             raise ConfigError("input.decode_processes: the classifier has no text_tokenizer to "
                               "give the decoding processes; set it to 0")
-        self._decoding = DecodePool(processes, self._input, tokenizer)
+        self._decoding = DecodePool(processes, self._input, tokenizer,
+                                    self.metrics.decode_process_failures.inc)
         self._decoding.start()  # before readiness, like the model's warm-up
         log.info("decoding and tokenizing in %d process(es)", processes)
 

@@ -62,12 +62,14 @@ class DecodePool:
     A process that dies (killed for memory, say) does not lose records: the chunk it held is
     read on the calling thread instead, and a new pool takes over the chunks still waiting."""
 
-    def __init__(self, processes: int, settings: InputSettings, tokenize: Tokenize) -> None:
+    def __init__(self, processes: int, settings: InputSettings, tokenize: Tokenize,
+                 on_failure: Callable[[], None] = lambda: None) -> None:
         if processes < 1:
             raise ValueError("a decode pool needs at least one process")
         self.processes = processes
         self._settings = settings
         self._tokenize = tokenize
+        self._on_failure = on_failure  # called once per chunk read here instead
         self._pending: deque[_Chunk] = deque()
         self._pool = self._new_pool()
 
@@ -130,6 +132,7 @@ class DecodePool:
         except Exception as exc:
             log.warning("a decoding process failed (%s: %s); reading its %d records here",
                         type(exc).__name__, exc, len(chunk.records))
+            self._on_failure()
             if isinstance(exc, BrokenProcessPool):
                 self._restart()
             return [read(record, self._settings, self._tokenize) for record in chunk.records]

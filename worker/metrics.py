@@ -123,6 +123,11 @@ class Metrics:
             "streamclf_pauses", "Times fetching was paused because max_in_flight was reached.",
             registry=r,
         )
+        self.decode_process_failures = Counter(
+            "streamclf_decode_process_failures",
+            "Chunks of records a decoding process failed to read (read on the main thread).",
+            registry=r,
+        )
         self.produce_errors = Counter(
             "streamclf_produce_errors",
             "Produce attempts the broker refused or that timed out (retried).",

@@ -30,7 +30,7 @@ KEYS = {
     },
     "model": {"path", "device", "max_tokens", "threshold", "threads", "lanes"},
     "batching": {"max_batch_size", "max_wait_ms", "max_in_flight"},
-    "input": {"format"},
+    "input": {"format", "decode_processes"},
     "output": {"routes"},
     "metrics": {"host", "port"},
     "logging": {"level", "format"},

@@ -118,7 +118,8 @@ def test_a_process_that_dies_loses_no_record(caplog: pytest.LogCaptureFixture) -
     tokenizer = DiesOutsideTheParent()
     values = [f"message {i}".encode() for i in range(100)]
     values[40] = b"DIE here"
-    pool = DecodePool(2, SETTINGS, tokenizer)
+    failures: list[int] = []
+    pool = DecodePool(2, SETTINGS, tokenizer, on_failure=lambda: failures.append(1))
     try:
         pool.submit(("in", 0), records(values))
         got = take_all(pool)
@@ -132,6 +133,7 @@ def test_a_process_that_dies_loses_no_record(caplog: pytest.LogCaptureFixture) -
     assert next(r for r in got if r.record.offset == 40).ids[0] == os.getpid()  # read here
     assert after[0].ids[0] != os.getpid()
     assert "BrokenProcessPool" in caplog.text
+    assert 1 <= len(failures) <= 4, "the chunks in the broken pool, no more"
 
 
 def test_closing_the_pool_ends_its_processes() -> None:
