@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import queue
 import sys
 import threading
@@ -455,6 +456,11 @@ class Worker:
         if tokenizer is None:
             raise ConfigError("input.decode_processes: the classifier has no text_tokenizer to "
                               "give the decoding processes; set it to 0")
+        try:
+            pickle.dumps(tokenizer)
+        except Exception as exc:
+            raise ConfigError("input.decode_processes: the classifier's text_tokenizer cannot be "
+                              f"sent to another process ({type(exc).__name__}: {exc})") from exc
         self._decoding = DecodePool(processes, self._input, tokenizer,
                                     self.metrics.decode_process_failures.inc)
         self._decoding.start()  # before readiness, like the model's warm-up

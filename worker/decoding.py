@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from array import array
 from collections import deque
@@ -163,9 +164,19 @@ def _start_process(settings: InputSettings, tokenize: Tokenize) -> None:
     global _settings, _tokenize
     _settings, _tokenize = settings, tokenize
     # Ctrl-C reaches the whole process group: the worker drains, and needs these processes for it.
-    # They end when the worker shuts the pool down, or when its end of the pipe closes.
+    # They end when the worker shuts the pool down, or when the worker itself is gone (killed:
+    # nothing would tell them otherwise, and they would wait for work forever).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), name="exit-with-worker",
+                         daemon=True).start()
+
+
+def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
+    parent.join()  # returns when the worker process has ended
+    os._exit(0)
 
 
 def _read_chunk(records: list[SourceRecord]) -> list[tuple[bool, str, Any]]:

@@ -169,3 +169,58 @@ def test_decoding_processes_need_a_tokenizer_they_can_be_given() -> None:
     config = load_config(None, ["input.decode_processes=1", "metrics.enabled=false"], environ={})
     with pytest.raises(ConfigError, match=r"^input\.decode_processes: .*text_tokenizer"):
         Worker(config, classifier=NoTextTokenizer()).run()
+
+
+def test_a_tokenizer_that_cannot_travel_is_a_config_error() -> None:
+    from worker.app import Worker
+    from worker.config import load_config
+    from worker.errors import ConfigError
+
+    class LocalTokenizer(NoTextTokenizer):
+        text_tokenizer = staticmethod(lambda text: [len(text)])
+
+    config = load_config(None, ["input.decode_processes=1", "metrics.enabled=false"], environ={})
+    with pytest.raises(ConfigError, match=r"^input\.decode_processes: .*cannot be sent"):
+        Worker(config, classifier=LocalTokenizer()).run()
+
+
+KILLED_PARENT = """
+import multiprocessing, sys, time
+from worker.codec import InputSettings
+from worker.decoding import DecodePool
+from tests.unit.test_decoding import pid_tokenizer
+pool = DecodePool(2, InputSettings(), pid_tokenizer)
+pool.start()
+print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
+time.sleep(120)
+"""
+
+
+def test_decoding_processes_end_when_the_worker_is_killed() -> None:
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import poll_until
+
+    repo = Path(__file__).resolve().parents[2]
+    parent = subprocess.Popen([sys.executable, "-c", KILLED_PARENT], cwd=repo,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        children = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(children) == 2
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+
+    def running(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return state != "Z"
+
+    poll_until(lambda: not any(running(pid) for pid in children), timeout_s=30,
+               what="the orphaned decoding processes to exit")
