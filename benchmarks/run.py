@@ -34,6 +34,7 @@ LINGER = "{linger_ms: 50, batch_size: 1048576}"
 PASSTHROUGH_RUNS = 3  # unprofiled passthrough runs per backlog
 WORKER_RUNS = 3  # worker drains with the default settings
 NAIVE_RUNS = 3
+GPU_WORKER_SETTINGS = {"model.device": "cuda", "batching.max_batch_size": 256}  # the GPU overlay's
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -294,7 +295,7 @@ class Suite:
         # The worker as the GPU overlay runs it (deploy/k8s/overlays/gpu), then with its reading
         # in processes on the spare cores: with the model on the GPU, reading emails is most of
         # what is left on the CPU. Each pair side by side, as the machine drifts.
-        on_gpu = {"model.device": "cuda", "batching.max_batch_size": 256}
+        on_gpu = dict(GPU_WORKER_SETTINGS)
         processes = max(1, available_cores() - 2)
         decoding = {**on_gpu, "input.decode_processes": processes}
         backlog = common.repeated(self.messages, 1 if self.quick else 10, "b")
