@@ -293,6 +293,19 @@ def test_restart_after_sigterm_resumes_without_reprocessing(broker, topics):
     reader.close()
 
 
+def run_cli_until(broker: str, names: dict[str, str], group: str, reader: TopicReader,
+                  count: int, extra: tuple[str, ...]) -> bytes:
+    """`streamclf run` until the output holds `count` records, then SIGTERM; its stderr."""
+    process = run_cli(broker, names, group, free_port(), extra)
+    try:
+        reader.wait_for(count, timeout_s=120)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    return stderr
+
+
 def test_sigterm_mid_stream_drains_what_the_decoding_processes_hold(broker, topics):
     """SIGTERM while records wait in decoding processes: the worker finishes them, commits and
     exits 0; a restart carries on from there, with nothing lost and nothing classified twice."""
@@ -302,23 +315,10 @@ def test_sigterm_mid_stream_drains_what_the_decoding_processes_hold(broker, topi
     produce(broker, names["input"], messages)
     reader = TopicReader(broker, names["output"])
     extra = ("input.decode_processes=2",)
-    process = run_cli(broker, names, group, free_port(), extra)
-    try:
-        reader.wait_for(100, timeout_s=120)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 0, stderr.decode()[-2000:]
+    stderr = run_cli_until(broker, names, group, reader, 100, extra)
     assert b"drained: every record acknowledged" in stderr, stderr.decode()[-2000:]
     first_run = len(reader.read())
-    port = free_port()
-    process = run_cli(broker, names, group, port, extra)
-    try:
-        reader.wait_for(3000, timeout_s=120)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 0, stderr.decode()[-2000:]
+    run_cli_until(broker, names, group, reader, 3000, extra)
     keys = [r.key for r in reader.read()]
     assert first_run < 3000, "the first run was stopped mid-stream"
     assert sorted(keys) == sorted(k for k, _ in messages), "a record lost or classified twice"
