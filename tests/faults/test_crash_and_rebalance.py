@@ -8,6 +8,7 @@ import random
 import time
 import uuid
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -94,22 +95,54 @@ def test_sigkill_at_random_points_loses_nothing(broker, topics, tmp_path):
     reader.close()
 
 
-def test_members_join_leave_and_die_while_streaming(broker, topics, tmp_path):
+def running_children(pid: int) -> set[int]:
+    """Processes (not zombies) whose parent is `pid`, from /proc."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def still_running(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
+@pytest.mark.parametrize("extra", [(), ("input.decode_processes=1",)],
+                         ids=["in-process", "decoding-processes"])
+def test_members_join_leave_and_die_while_streaming(broker, topics, tmp_path, extra):
     names = topics(partitions=6)
     group = "rebalance-" + uuid.uuid4().hex[:6]
     stream = Stream(broker, names["input"], count=100_000, rate=200).start()
     reader = TopicReader(broker, names["output"])
-    first = WorkerProcess(broker, names, group, log_dir=tmp_path, name="w1").start()
-    second = WorkerProcess(broker, names, group, log_dir=tmp_path, name="w2").start()
+    first = WorkerProcess(broker, names, group, extra, log_dir=tmp_path, name="w1").start()
+    second = WorkerProcess(broker, names, group, extra, log_dir=tmp_path, name="w2").start()
     reader.wait_for(300, timeout_s=120)
-    third = WorkerProcess(broker, names, group, log_dir=tmp_path, name="w3").start()
+    third = WorkerProcess(broker, names, group, extra, log_dir=tmp_path, name="w3").start()
     poll_until(lambda: third.metric("streamclf_assigned_partitions") > 0, timeout_s=60,
                what="the third member to get partitions")
     reader.wait_for(len(reader.read()) + 300, timeout_s=120)
     assert second.terminate() == 0  # a member leaves cleanly
     reader.wait_for(len(reader.read()) + 300, timeout_s=120)
-    third.kill()  # a member dies
-    fourth = WorkerProcess(broker, names, group, log_dir=tmp_path, name="w4").start()
+    assert third.process is not None
+    helpers = running_children(third.process.pid)
+    assert bool(helpers) == bool(extra), "the member's decoding process (and resource tracker)"
+    third.kill()  # a member dies; its decoding process must not outlive it
+    poll_until(lambda: not still_running(helpers), timeout_s=30,
+               what="the dead member's decoding process to exit")
+    fourth = WorkerProcess(broker, names, group, extra, log_dir=tmp_path, name="w4").start()
     poll_until(lambda: fourth.metric("streamclf_assigned_partitions") > 0, timeout_s=60,
                what="the replacement member to get partitions")
     stream.stop()
