@@ -70,7 +70,7 @@ class DecodePool:
         self.processes = processes
         self._settings = settings
         self._tokenize = tokenize
-        self._on_failure = on_failure  # called once per chunk read here instead
+        self._on_failure = on_failure  # called per chunk read here instead, and per idle death
         self._pending: deque[_Chunk] = deque()
         self._pool = self._new_pool()
 
@@ -99,7 +99,13 @@ class DecodePool:
         now = time.monotonic()
         for start in range(0, len(records), _CHUNK):
             chunk = records[start:start + _CHUNK]
-            future = self._pool.submit(_read_chunk, chunk)
+            try:
+                future = self._pool.submit(_read_chunk, chunk)
+            except BrokenProcessPool as exc:  # a process died while the pool was idle
+                log.warning("a decoding process died (%s); starting new ones", exc)
+                self._on_failure()
+                self._restart()
+                future = self._pool.submit(_read_chunk, chunk)
             self._pending.append(_Chunk(partition, chunk, now, future))
 
     def wait(self, timeout_s: float) -> None:

@@ -125,7 +125,8 @@ class Metrics:
         )
         self.decode_process_failures = Counter(
             "streamclf_decode_process_failures",
-            "Chunks of records a decoding process failed to read (read on the main thread).",
+            "Decoding process failures: a chunk of records read on the main thread instead, or a "
+            "process found dead and replaced. No record is lost either way.",
             registry=r,
         )
         self.produce_errors = Counter(

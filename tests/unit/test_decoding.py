@@ -224,3 +224,28 @@ def test_decoding_processes_end_when_the_worker_is_killed() -> None:
 
     poll_until(lambda: not any(running(pid) for pid in children), timeout_s=30,
                what="the orphaned decoding processes to exit")
+
+
+def test_a_process_killed_while_idle_loses_no_record_submitted_after() -> None:
+    import signal
+    import time
+
+    failures: list[int] = []
+    pool = DecodePool(2, SETTINGS, pid_tokenizer, on_failure=lambda: failures.append(1))
+    try:
+        pool.start()
+        victim = multiprocessing.active_children()[0].pid
+        os.kill(victim, signal.SIGKILL)
+        got: list[Request | Rejection] = []
+        # Whether the pool has noticed the death yet or not when records arrive, none is lost.
+        deadline = time.monotonic() + 30
+        offset = 0
+        while time.monotonic() < deadline and offset < 400:
+            pool.submit(("in", 0), records([b"after the kill"] * 40, start=offset))
+            offset += 40
+            got += take_all(pool)
+    finally:
+        pool.close()
+    assert [r.record.offset for r in got] == list(range(offset))
+    assert all(isinstance(r, Request) for r in got)
+    assert failures, "the death was counted"
