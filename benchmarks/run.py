@@ -203,12 +203,8 @@ class Suite:
         # The mix again with its reading in `input.decode_processes` (one per core), each run
         # beside one without, as the machine's speed drifts by minutes.
         processes = available_cores()
-        decoding_settings = {"input.decode_processes": processes}
-        on_mix, on_mix_decoding = [], []
-        for _ in range(repeats):
-            on_mix.append(session(self.bootstrap, {}, mix, noop=True, log_dir=self.log_dir))
-            on_mix_decoding.append(session(self.bootstrap, decoding_settings, mix, noop=True,
-                                           log_dir=self.log_dir))
+        on_mix, on_mix_decoding = self.side_by_side(
+            [{}, {"input.decode_processes": processes}], mix, repeats, noop=True)
         on_short = [session(self.bootstrap, {}, short, noop=True, log_dir=self.log_dir)
                     for _ in range(repeats)]
         # The client's own ceiling on the same backlog: a bare kafka-python copy loop.
@@ -284,9 +280,22 @@ class Suite:
             return peak_rss(self.bootstrap, (20_000,), big_in_flight=None, log_dir=self.log_dir)
         return peak_rss(self.bootstrap, (10_000, 100_000), log_dir=self.log_dir)
 
+    def side_by_side(self, variants: list[dict[str, Any]], backlog: list[tuple[bytes, bytes]],
+                     runs: int, **options: Any) -> list[list[dict[str, Any]]]:
+        """`runs` sessions of each settings variant, one of each in turn (the machine's speed
+        drifts by minutes); the sessions per variant."""
+        from benchmarks.throughput import session
+
+        out: list[list[dict[str, Any]]] = [[] for _ in variants]
+        for _ in range(runs):
+            for sessions, settings in zip(out, variants, strict=True):
+                sessions.append(session(self.bootstrap, settings, backlog, log_dir=self.log_dir,
+                                        **options))
+        return out
+
     def gpu(self) -> dict[str, Any]:
         from benchmarks.offline import gpu, load_predictor
-        from benchmarks.throughput import naive, session
+        from benchmarks.throughput import naive
         from worker.app import available_cores
 
         out = gpu(self.messages, self.repeats)
@@ -294,15 +303,13 @@ class Suite:
             return out
         # The worker as the GPU overlay runs it (deploy/k8s/overlays/gpu), then with its reading
         # in processes on the spare cores: with the model on the GPU, reading emails is most of
-        # what is left on the CPU. Each pair side by side, as the machine drifts.
+        # what is left on the CPU.
         on_gpu = dict(GPU_WORKER_SETTINGS)
         processes = max(1, available_cores() - 2)
         decoding = {**on_gpu, "input.decode_processes": processes}
         backlog = common.repeated(self.messages, 1 if self.quick else 10, "b")
-        plain, spread = [], []
-        for _ in range(1 if self.quick else WORKER_RUNS):
-            plain.append(session(self.bootstrap, on_gpu, backlog, log_dir=self.log_dir))
-            spread.append(session(self.bootstrap, decoding, backlog, log_dir=self.log_dir))
+        plain, spread = self.side_by_side([on_gpu, decoding], backlog,
+                                          1 if self.quick else WORKER_RUNS)
         naive_run = naive(self.bootstrap, self.messages, load_predictor("cuda"),
                           limit_s=8 if self.quick else 30)
         worker_rate, worker_runs = median_rate(plain)
