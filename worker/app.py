@@ -505,7 +505,8 @@ class Worker:
         if not fresh:
             return
         self._last_tracked[(topic, partition)] = fresh[-1].offset
-        self._tracker.track_many((topic, partition), [r.offset for r in fresh])
+        self._tracker.track_many((topic, partition), [r.offset for r in fresh],
+                                 [r.timestamp for r in fresh])
         self.metrics.consumed.labels(topic).inc(len(fresh))
         if self._decoding is not None:
             self._decoding.submit((topic, partition), [source_record(r) for r in fresh])
@@ -852,10 +853,11 @@ class Worker:
             self._tracker.forget(gone)
             for topic, partition in gone:
                 self._last_tracked.pop((topic, partition), None)
-                try:
-                    self.metrics.lag.remove(topic, str(partition))
-                except KeyError:
-                    pass
+                for gauge in (self.metrics.lag, self.metrics.lag_seconds):
+                    try:
+                        gauge.remove(topic, str(partition))
+                    except KeyError:
+                        pass
         if changed:
             assigned = consumer.assignment()
             self.health.assigned = bool(assigned)
@@ -889,6 +891,12 @@ class Worker:
         if not assigned:
             self.health.connected = True
             return
+        # The age needs no broker: it keeps growing while the broker is away.
+        wall_now = time.time()
+        for tp in assigned:
+            oldest = self._tracker.oldest_timestamp_ms((tp.topic, tp.partition))
+            age = 0.0 if oldest is None else max(0.0, wall_now - oldest / 1000.0)
+            self.metrics.lag_seconds.labels(tp.topic, str(tp.partition)).set(age)
         try:
             ends = consumer.end_offsets(assigned, timeout_ms=2000)
         except KafkaError as exc:

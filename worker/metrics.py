@@ -91,6 +91,13 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.lag_seconds = Gauge(
+            "streamclf_consumer_lag_seconds",
+            "Age of the oldest record not yet done per assigned partition (now minus its record "
+            "timestamp); 0 when every record read is done.",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "streamclf_in_flight_messages", "Records polled but not yet acknowledged.",
             registry=r,
@@ -234,5 +241,4 @@ class MetricsServer:
     def stop(self) -> None:
         if self._thread.is_alive():  # shutdown() waits for a serve_forever that never started
             self._server.shutdown()
-        self._server.server_close()
         self._server.server_close()

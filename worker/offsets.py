@@ -3,6 +3,9 @@
 An offset may be committed only when the record at it and every earlier record of its partition
 are acknowledged. Records are tracked in poll order and acknowledged in any order; the watermark
 is the first offset still pending. Thread-safe: acknowledgements arrive on the producer's thread.
+
+Each pending record keeps its timestamp, so the age of the oldest record not yet done (how far
+behind in time the partition's commit point is) can be read at any moment.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ Partition = tuple[str, int]  # (topic, partition)
 @dataclass
 class _PartitionState:
     pending: deque[int] = field(default_factory=deque)  # offsets in poll order
+    timestamps: deque[int] = field(default_factory=deque)  # their record timestamps (ms; -1: none)
     acked: set[int] = field(default_factory=set)  # acknowledged, not yet at the front
     next_offset: int | None = None  # the offset to commit (first not yet done)
     committed: int | None = None  # the last offset committed
@@ -29,14 +33,20 @@ class OffsetTracker:
         self._partitions: dict[Partition, _PartitionState] = {}
         self._in_flight = 0
 
-    def track(self, partition: Partition, offset: int) -> None:
+    def track(self, partition: Partition, offset: int, timestamp_ms: int = -1) -> None:
         """Register a polled record (offsets of one partition arrive in increasing order)."""
-        self.track_many(partition, [offset])
+        self.track_many(partition, [offset], [timestamp_ms])
 
-    def track_many(self, partition: Partition, offsets: list[int]) -> None:
-        """Register polled records of one partition, in increasing offset order."""
+    def track_many(self, partition: Partition, offsets: list[int],
+                   timestamps_ms: list[int] | None = None) -> None:
+        """Register polled records of one partition, in increasing offset order, with their
+        record timestamps (milliseconds; -1 or None for none)."""
         if not offsets:
             return
+        if timestamps_ms is None:
+            timestamps_ms = [-1] * len(offsets)
+        elif len(timestamps_ms) != len(offsets):
+            raise ValueError("one timestamp per offset")
         with self._lock:
             state = self._partitions.get(partition)
             if state is None:
@@ -49,6 +59,7 @@ class OffsetTracker:
             if not state.pending:
                 state.next_offset = offsets[0]
             state.pending.extend(offsets)
+            state.timestamps.extend(timestamps_ms)
             self._in_flight += len(offsets)
 
     def ack(self, partition: Partition, offset: int) -> None:
@@ -63,6 +74,7 @@ class OffsetTracker:
             self._in_flight -= 1
             while state.pending and state.pending[0] in state.acked:
                 done = state.pending.popleft()
+                state.timestamps.popleft()
                 state.acked.discard(done)
                 state.next_offset = done + 1
             if state.pending:
@@ -106,6 +118,15 @@ class OffsetTracker:
         with self._lock:
             state = self._partitions.get(partition)
             return None if state is None else state.next_offset
+
+    def oldest_timestamp_ms(self, partition: Partition) -> int | None:
+        """The timestamp of the first record of *partition* not yet done; None when every
+        tracked record is done or it has no timestamp."""
+        with self._lock:
+            state = self._partitions.get(partition)
+            if state is None or not state.timestamps or state.timestamps[0] < 0:
+                return None
+            return state.timestamps[0]
 
     def forget(self, partitions: set[Partition] | list[Partition]) -> None:
         """Drop partitions (revoked or lost); late acknowledgements for them are ignored."""

@@ -26,6 +26,7 @@ COUNTERS = {
 }
 GAUGES = {
     "streamclf_consumer_lag",
+    "streamclf_consumer_lag_seconds",
     "streamclf_in_flight_messages",
     "streamclf_model_info",
     "streamclf_last_commit_timestamp_seconds",

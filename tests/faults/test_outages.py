@@ -63,7 +63,8 @@ def test_broker_link_cut_and_restored(broker, topics, tmp_path):
 def test_slow_model_keeps_membership_and_pauses(broker, topics, tmp_path):
     names = topics()
     group = "slow-" + uuid.uuid4().hex[:6]
-    produce_backlog(broker, names["input"], 120)
+    an_hour_ago_ms = int(time.time() * 1000) - 3_600_000
+    produce_backlog(broker, names["input"], 120, timestamp_ms=an_hour_ago_ms)
     reader = TopicReader(broker, names["output"])
     worker = WorkerProcess(
         broker, names, group, slow_ms=7000, log_dir=tmp_path,
@@ -75,11 +76,18 @@ def test_slow_model_keeps_membership_and_pauses(broker, topics, tmp_path):
     try:
         # Lag without a commit for longer than health.stuck_after_s: liveness says so...
         poll_until(lambda: worker.status("/healthz") == 503, timeout_s=60, what="stuck")
+        # ...and the age of the oldest record not yet done is the records' age (an hour), read
+        # from their timestamps, not from when the worker got them.
+        oldest_age_s = max(worker.metric("streamclf_consumer_lag_seconds", {"partition": str(p)})
+                           for p in range(3))
         reader.wait_for(120, timeout_s=120)
         # ...and recovers once the work is done and committed.
         poll_until(lambda: worker.status("/healthz") == 200, timeout_s=30, what="alive again")
         poll_until(lambda: worker.metric("streamclf_offsets_committed_total") >= 120,
                    what="all committed")
+        # Everything done: no partition has a record waiting, so no age.
+        poll_until(lambda: worker.metric("streamclf_consumer_lag_seconds") == 0,
+                   timeout_s=10, what="lag seconds back to 0")
         rebalances = worker.metric("streamclf_rebalances_total")
         failures = worker.metric("streamclf_commit_failures_total")
         pauses = worker.metric("streamclf_pauses_total")
@@ -88,7 +96,9 @@ def test_slow_model_keeps_membership_and_pauses(broker, topics, tmp_path):
     finally:
         assert worker.terminate() == 0
     print(f"slow model: {batches:.0f} batches of ~{slowest:.1f} s each; {rebalances:.0f} "
-          f"rebalance events, {failures:.0f} commit failures, {pauses:.0f} pauses")
+          f"rebalance events, {failures:.0f} commit failures, {pauses:.0f} pauses; oldest "
+          f"record not done while stuck {oldest_age_s:.0f} s old")
+    assert 3_600 <= oldest_age_s < 3_600 + 120
     assert slowest > 6.0, "each batch took longer than max_poll_interval_ms"
     assert rebalances == 1, "only the first assignment: the membership survived"
     assert failures == 0
@@ -117,11 +127,13 @@ def worker_with_output_cut(broker: str, names: dict[str, str], group: str, tmp_p
     return worker
 
 
-def produce_backlog(broker: str, topic: str, count: int, text: str = "see you at noon") -> None:
+def produce_backlog(broker: str, topic: str, count: int, text: str = "see you at noon",
+                    timestamp_ms: int | None = None) -> None:
     producer = KafkaProducer(bootstrap_servers=broker, linger_ms=20, batch_size=256 * 1024)
     for i in range(count):
         producer.send(topic, key=f"b{i}".encode(),
-                      value=json.dumps({"id": f"b{i}", "text": f"{text} {i}"}).encode())
+                      value=json.dumps({"id": f"b{i}", "text": f"{text} {i}"}).encode(),
+                      timestamp_ms=timestamp_ms)
     producer.flush()
     producer.close()
 

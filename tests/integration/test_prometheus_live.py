@@ -427,7 +427,9 @@ def test_dashboard_and_rules_against_a_live_worker(live: dict[str, Any]) -> None
     # absorbs that), so wait for the states to settle.
     expected = {"StreamclfDeadLetterRateHigh": "pending", "StreamclfWorkerDown": "inactive",
                 "StreamclfWorkersAbsent": "inactive", "StreamclfNoProgress": "inactive",
-                "StreamclfConsumerLagHigh": "inactive", "StreamclfRebalanceStorm": "inactive"}
+                "StreamclfConsumerLagHigh": "inactive",
+                "StreamclfConsumerLagSecondsHigh": "inactive",
+                "StreamclfRebalanceStorm": "inactive"}
 
     def alert_states() -> list[str]:
         groups_now = prometheus.api("/api/v1/rules", type="alert")["data"]["groups"]

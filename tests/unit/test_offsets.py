@@ -77,3 +77,33 @@ def test_concurrent_acks():
     odds.join()
     assert t.committable() == {P0: n}
     assert t.in_flight() == 0
+
+
+def test_the_oldest_timestamp_is_the_first_record_not_yet_done():
+    t = OffsetTracker()
+    t.track_many(P0, [10, 11, 12], [1_000, 2_000, 3_000])
+    assert t.oldest_timestamp_ms(P0) == 1_000
+    t.ack(P0, 11)  # done out of order: 10 is still the oldest not done
+    assert t.oldest_timestamp_ms(P0) == 1_000
+    t.ack(P0, 10)  # 10 and 11 done: 12 is next
+    assert t.oldest_timestamp_ms(P0) == 3_000
+    t.ack(P0, 12)
+    assert t.oldest_timestamp_ms(P0) is None
+    t.track(P0, 13, 4_000)
+    assert t.oldest_timestamp_ms(P0) == 4_000
+    assert t.oldest_timestamp_ms(P1) is None  # never tracked
+
+
+def test_records_without_a_timestamp_give_no_age_and_forgotten_partitions_none():
+    t = OffsetTracker()
+    t.track_many(P0, [0, 1])  # no timestamps given
+    t.track_many(P1, [0], [-1])  # a record without one
+    assert t.oldest_timestamp_ms(P0) is None
+    assert t.oldest_timestamp_ms(P1) is None
+    t.track_many(P1, [1], [5_000])
+    t.ack(P1, 0)
+    assert t.oldest_timestamp_ms(P1) == 5_000
+    t.forget([P1])
+    assert t.oldest_timestamp_ms(P1) is None
+    with pytest.raises(ValueError, match="one timestamp per offset"):
+        t.track_many(P0, [2, 3], [1])
