@@ -3,14 +3,17 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# The CPU build, installed before the project so the torch range is already met.
+# The CPU build, installed before the project so the torch range is already met. Where pip
+# reads plain PyPI (which serves the CUDA build on Linux x86-64), add
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu.
 TORCH  ?= torch==2.13.0
+TORCH_INDEX ?=
 
 .PHONY: demo test lint bench clean install
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 

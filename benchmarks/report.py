@@ -286,8 +286,9 @@ def write_doc(r: dict[str, Any], doc: Path) -> None:
         *[e.get("command", "").strip() for e in r.get("reruns", [])],
         run.get("command", "streamclf bench").strip(), "```", "",
         "(`streamclf bench --quick` is a two-minute smoke test; `--only offline,levers` reruns "
-        "some sections and keeps the others' figures; `--json FILE` writes elsewhere than "
-        "`benchmarks/results/latest.json`.)", "",
+        "some sections and keeps the others' figures. Every run rewrites this page and "
+        "`benchmarks/results/latest.json`, a `--quick` one too: `--no-doc` leaves this page as "
+        "it is, `--doc FILE` and `--json FILE` write elsewhere.)", "",
     ]
     L += earlier_run_lines(r)
     if run.get("quick"):

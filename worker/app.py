@@ -312,6 +312,7 @@ class Worker:
         # Built now so that a bad setting stops the worker before it loads the model.
         self._consumer_settings = consumer_settings(config.kafka)
         self._producer_settings = producer_settings(config.kafka)
+        self._max_poll_records = int(self._consumer_settings["max_poll_records"])
         self._tracker = OffsetTracker()
         self._batcher: Batcher[Request] = Batcher(
             config.batching.max_batch_size, config.batching.max_wait_ms / 1000.0
@@ -479,7 +480,8 @@ class Worker:
             timeout_ms = min(timeout_ms, _DECODING_POLL_MS)
         room = self.config.batching.max_in_flight - self._tracker.in_flight()
         try:
-            polled = consumer.poll(timeout_ms=timeout_ms, max_records=max(1, min(500, room)))
+            polled = consumer.poll(timeout_ms=timeout_ms,
+                                   max_records=max(1, min(self._max_poll_records, room)))
         except KafkaError as exc:
             log.warning("poll failed: %s", exc)
             polled = {}

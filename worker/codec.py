@@ -7,6 +7,7 @@ carrying a short reason code, which the worker sends to the dead-letter topic.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -108,13 +109,16 @@ class _Undecodable(ValueError):
 
 
 _UTF8_BOM = b"\xef\xbb\xbf"  # some producers write one before JSON
+# A JSON object starts '{"' or '{}': "{Free} entry to win ..." and "{name}, your code" are
+# text, while a broken JSON object is still JSON and gets its dead letter.
+_OBJECT_START = re.compile(rb"\s*\{\s*[\"}]")
 
 
 def _detect(value: bytes) -> str:
-    head = value.removeprefix(_UTF8_BOM).lstrip()[:1]
-    if head == b"{":
+    unmarked = value.removeprefix(_UTF8_BOM)
+    if _OBJECT_START.match(unmarked):
         return "json"
-    if head == b"[" and _is_json(value):
+    if unmarked.lstrip()[:1] == b"[" and _is_json(value):
         return "json"  # valid JSON but not an object: rejected with a clear reason
     if looks_like_email(value):
         return "email"

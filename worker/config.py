@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -147,6 +148,8 @@ _CHOICES = {
     "logging.format": ("json", "text"),
     "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
     "kafka.security_protocol": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+    # OAUTHBEARER needs a token provider object, which a configuration file cannot give.
+    "kafka.sasl_mechanism": (None, "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI"),
 }
 _POSITIVE = {
     "batching.max_batch_size",
@@ -299,7 +302,8 @@ def _validate(config: Config) -> None:
     for dotted, choices in _CHOICES.items():
         value = _get(config, dotted)
         if choices is not None and value not in choices:
-            raise ConfigError(f"{dotted}: must be one of {', '.join(choices)}, got {value!r}")
+            named = ", ".join(str(c) for c in choices if c is not None)
+            raise ConfigError(f"{dotted}: must be one of {named}, got {value!r}")
     for dotted in _POSITIVE:
         value = _get(config, dotted)
         if value is not None and value <= 0:
@@ -346,6 +350,8 @@ def redacted(config: Config) -> dict[str, Any]:
     return typing.cast(dict[str, Any], mask(data))
 
 
+_SECRET_KEY = re.compile(r"password|secret|sasl_oauth|token(?!s)")  # not model.max_tokens
+
+
 def _is_secret(key: str) -> bool:
-    key = key.lower()
-    return any(word in key for word in ("password", "secret", "token", "sasl_oauth"))
+    return _SECRET_KEY.search(key.lower()) is not None

@@ -14,7 +14,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaConfigurationError, TopicAlreadyExistsError
 
 from worker.codec import Headers, SourceRecord
 from worker.config import KafkaConfig
@@ -72,6 +72,7 @@ def consumer_settings(config: KafkaConfig) -> dict[str, Any]:
     )
     if config.group_instance_id:
         settings["group_instance_id"] = config.group_instance_id
+    _check_known("kafka.consumer", config.consumer, KafkaConsumer.DEFAULT_CONFIG)
     for key, value in config.consumer.items():
         if key in _CONSUMER_FIXED and value != _CONSUMER_FIXED[key]:
             raise ConfigError(
@@ -93,15 +94,24 @@ def producer_settings(config: KafkaConfig) -> dict[str, Any]:
         max_block_ms=10_000,  # a missing topic must not block the inference thread for a minute
         bootstrap_timeout_ms=_BOOTSTRAP_TIMEOUT_MS,
     )
+    _check_known("kafka.producer", config.producer, KafkaProducer.DEFAULT_CONFIG)
     settings.update(config.producer)
     return settings
+
+
+def _check_known(path: str, given: dict[str, Any], known: dict[str, Any]) -> None:
+    """Name a key the client does not know before the worker loads its model."""
+    for key in given:
+        if key not in known:
+            raise ConfigError(f"{path}.{key}: not a kafka-python setting of this client")
 
 
 def make_consumer(settings: dict[str, Any]) -> KafkaConsumer:
     """A consumer from `consumer_settings(...)` (built first, so bad settings fail early)."""
     try:
         return KafkaConsumer(**settings)
-    except (TypeError, AssertionError) as exc:
+    except (TypeError, AssertionError, ValueError, KafkaConfigurationError) as exc:
+        # An unknown or bad key; an unreachable broker raises other KafkaErrors (retried).
         raise ConfigError(f"kafka.consumer: {exc}") from exc
 
 
@@ -109,7 +119,7 @@ def make_producer(settings: dict[str, Any]) -> KafkaProducer:
     """A producer from `producer_settings(...)`."""
     try:
         return KafkaProducer(**settings)
-    except (TypeError, AssertionError) as exc:
+    except (TypeError, AssertionError, ValueError, KafkaConfigurationError) as exc:
         raise ConfigError(f"kafka.producer: {exc}") from exc
 
 

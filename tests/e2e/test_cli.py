@@ -28,6 +28,11 @@ def streamclf(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         (["run", "--set", "model.device=tpu"], "model.device"),
         (["run", "--set", "kafka.consumer={enable_auto_commit: true}"],
          "kafka.consumer.enable_auto_commit"),
+        # Keys kafka-python does not know: before, the consumer's retried forever as if the
+        # broker were away and the producer's ended in a traceback with exit 1.
+        (["run", "--set", "kafka.consumer.nope=1"], "kafka.consumer.nope"),
+        (["run", "--set", "kafka.producer.nope=1"], "kafka.producer.nope"),
+        (["run", "--set", "kafka.sasl_mechanism=PLAN"], "kafka.sasl_mechanism"),
     ],
 )
 def test_config_errors_exit_2_and_name_the_key(args, key):

@@ -66,6 +66,13 @@ def test_plain_text():
     assert isinstance(out, Request) and "🎉" in out.text
 
 
+@pytest.mark.parametrize("value", [b"{Free} entry in 2 a wkly comp. Text FA to 87121",
+                                   b"{name}, your code is 123456", b"  { braces } first"])
+def test_text_that_starts_with_a_brace_is_text_not_broken_json(value):
+    out = decode(value)
+    assert isinstance(out, Request) and out.text == value.decode()
+
+
 def test_configured_text_field():
     out = decode(b'{"msg": "hi"}', text_fields=("msg",))
     assert out.text == "hi"
@@ -84,7 +91,7 @@ def test_configured_text_field():
         (b'{"other": "x"}', codec.DECODE, "none of the fields"),
         (b'{"id": {"a": 1}, "text": "x"}', codec.DECODE, "'id'"),
         (b"\xff\xfe\xc3\x28 bad", codec.DECODE, "invalid UTF-8"),
-        (b"{" * 100_000, codec.DECODE, None),
+        (b'{"a": ' * 100_000, codec.DECODE, None),  # nested beyond the parser's stack
     ],
 )
 def test_unusable_values_are_rejected_with_a_reason(value, reason, detail):

@@ -97,6 +97,7 @@ def test_passthrough_mappings_keep_their_keys():
         ("model:\n  threads: -2\n", "model.threads"),
         ("input:\n  decode_processes: -1\n", "input.decode_processes"),
         ("input:\n  decode_processes: two\n", "input.decode_processes"),
+        ("kafka:\n  sasl_mechanism: PLAN\n", "kafka.sasl_mechanism"),
     ],
 )
 def test_bad_keys_and_values_name_the_key(tmp_path, text, path):
@@ -128,6 +129,23 @@ def test_secrets_are_redacted():
     text = str(redacted(config))
     assert "hunter2" not in text and "s3cret" not in text
     assert config.kafka.sasl_plain_password == "hunter2"
+    # Words that merely contain a secret-sounding one stay readable.
+    assert redacted(load_config(None, ["model.max_tokens=256"], environ={}))["model"][
+        "max_tokens"] == 256
+
+
+@pytest.mark.parametrize("client", ["consumer", "producer"])
+def test_a_setting_the_kafka_client_does_not_know_names_its_key(client):
+    from worker.kafka import consumer_settings, producer_settings
+
+    config = load_config(None, [f"kafka.{client}={{linger_ms: 5, fetch_min_bytes: 1}}"],
+                         environ={})
+    build = consumer_settings if client == "consumer" else producer_settings
+    # linger_ms is a producer setting, fetch_min_bytes a consumer one: each is unknown to the
+    # other client.
+    wrong = "linger_ms" if client == "consumer" else "fetch_min_bytes"
+    with pytest.raises(ConfigError, match=rf"^kafka\.{client}\.{wrong}: not a kafka-python"):
+        build(config.kafka)
 
 
 def test_security_settings_reach_the_kafka_clients_and_unset_ones_stay_out(tmp_path):
