@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import (
+    CorruptRecordError,
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
@@ -51,6 +52,7 @@ from worker.kafka import (
     make_producer,
     producer_settings,
     source_record,
+    unreadable_partition,
 )
 from worker.metrics import Health, Metrics, MetricsServer
 from worker.offsets import OffsetTracker, Partition
@@ -482,6 +484,9 @@ class Worker:
         try:
             polled = consumer.poll(timeout_ms=timeout_ms,
                                    max_records=max(1, min(self._max_poll_records, room)))
+        except CorruptRecordError as exc:
+            self._skip_unreadable_record(exc)
+            polled = {}
         except KafkaError as exc:
             log.warning("poll failed: %s", exc)
             polled = {}
@@ -520,6 +525,31 @@ class Worker:
         # briefly between forward passes, and this Python work runs on the other core.
         for raw in fresh:
             self._take(read(source_record(raw), self._input, classifier.tokenize), now)
+
+    def _skip_unreadable_record(self, exc: CorruptRecordError) -> None:
+        """Dead-letter a record the Kafka client cannot parse, and read on after it.
+
+        Its key, value and headers cannot be had, so the dead letter carries only where it was
+        (``streamclf-source``) and why; it counts like any record, so the offset is committed
+        once that dead letter is acknowledged."""
+        consumer = self._consumer
+        assert consumer is not None
+        tp = unreadable_partition(consumer)
+        if tp is None or tp not in consumer.assignment():
+            log.error("poll failed on a record the client cannot read, partition unknown: %s",
+                      exc)
+            return
+        offset = consumer.position(tp)
+        partition = (tp.topic, tp.partition)
+        consumer.seek(tp, offset + 1)
+        if offset <= self._last_tracked.get(partition, -1):
+            return  # already dead-lettered before a re-assignment
+        self._last_tracked[partition] = offset
+        self._tracker.track_many(partition, [offset])
+        self.metrics.consumed.labels(tp.topic).inc()
+        stand_in = SourceRecord(tp.topic, tp.partition, offset, -1, None, None, ())
+        self._dead_letter(Rejection(stand_in, codec.DECODE,
+                                    f"the Kafka client cannot read this record: {exc}"[:500]))
 
     def _take_decoded(self, decoding: DecodePool) -> None:
         for polled_at, results in decoding.take_ready():

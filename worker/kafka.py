@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
@@ -121,6 +121,21 @@ def make_producer(settings: dict[str, Any]) -> KafkaProducer:
         return KafkaProducer(**settings)
     except (TypeError, AssertionError, ValueError, KafkaConfigurationError) as exc:
         raise ConfigError(f"kafka.producer: {exc}") from exc
+
+
+def unreadable_partition(consumer: KafkaConsumer) -> TopicPartition | None:
+    """The partition whose next record the consumer just failed to parse, if it can tell.
+
+    kafka-python raises ``CorruptRecordError`` at a record it cannot parse (a failed CRC, a
+    header key that is not UTF-8) and leaves the position at that record. Its own state is the
+    only place that names the partition (3.0.x: the fetcher's partition in line); seeking past
+    the record also makes it drop that partition's spent records, at which 3.0.12's next poll
+    would otherwise spin forever. None when this client keeps no such state.
+    """
+    fetcher = getattr(consumer, "_fetcher", None)
+    in_line = getattr(fetcher, "_next_partition_records", None)
+    tp = getattr(in_line, "topic_partition", None)
+    return tp if isinstance(tp, TopicPartition) else None
 
 
 def source_record(record: ConsumerRecord) -> SourceRecord:

@@ -169,6 +169,42 @@ def test_malformed_records_go_to_the_dead_letter_topic(broker, topics):
     dead.close()
 
 
+class _NotUtf8HeaderKey(str):
+    """A header key kafka-python's producer writes as bytes that are not UTF-8, as other
+    clients can; kafka-python's consumer then cannot parse the record at all."""
+
+    def encode(self, *args: object, **kwargs: object) -> bytes:
+        return b"\xff\xfe-key"
+
+
+def test_a_record_the_client_cannot_parse_is_dead_lettered_and_the_partition_goes_on(
+        broker, topics):
+    names = topics(partitions=1)
+    producer = KafkaProducer(bootstrap_servers=broker)
+    producer.send(names["input"], key=b"before", value=HAM.encode()).get(timeout=30)
+    producer.send(names["input"], key=b"bad", value=SPAM.encode(),
+                  headers=[(_NotUtf8HeaderKey("x"), b"v")]).get(timeout=30)
+    producer.send(names["input"], key=b"after", value=SPAM.encode()).get(timeout=30)
+    producer.close()
+    outputs = TopicReader(broker, names["output"])
+    dead = TopicReader(broker, names["dlq"])
+    # Before, kafka-python raised at the record once and then spun inside every later poll:
+    # the worker stopped, "before" included, and did not even stop on SIGTERM.
+    with RunningWorker(broker, names) as running:
+        results = outputs.wait_for(2)
+        (letter,) = dead.wait_for(1)
+        poll_until(lambda: metric_value(http_get(running.url("/metrics"))[1],
+                                        "streamclf_offsets_committed_total") >= 3,
+                   what="offsets committed past the unreadable record")
+    assert [r.key for r in results] == [b"before", b"after"]
+    headers = dict(letter.headers)
+    assert headers["streamclf-error"] == b"decode"
+    assert headers["streamclf-source"] == f"{names['input']}:0:1".encode()
+    assert b"cannot read" in headers["streamclf-error-detail"]
+    outputs.close()
+    dead.close()
+
+
 def test_an_id_with_a_lone_surrogate_gets_its_result_and_so_do_later_records(broker, topics):
     """JSON allows "\\ud800" in a string, UTF-8 does not: the result carries the same escape, and
     the records after it are published as usual."""
