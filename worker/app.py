@@ -333,6 +333,10 @@ class Worker:
         ] = queue.Queue(maxsize=_PUBLISH_QUEUE_WINDOWS)
         self._retries: list[tuple[float, _Outgoing]] = []
         self._retries_lock = threading.Lock()
+        # Dead letters from the other threads (main loop, lanes, the producer's callbacks): the
+        # publisher sends them, as every produce, since a send can block for `max_block_ms`.
+        self._outbox: queue.SimpleQueue[_Outgoing] = queue.SimpleQueue()
+        self._publisher_stop = threading.Event()
         self._listener = _RebalanceEvents()
         self._paused = False
         self._last_tracked: dict[Partition, int] = {}
@@ -492,6 +496,9 @@ class Worker:
             polled = {}
         if polled:
             self._records_at = time.monotonic()
+        # Events queued during this poll: a partition lost or revoked in it must not be
+        # committed by this step's commit below.
+        self._apply_rebalance_events()
         for tp, records in polled.items():
             self._accept(tp.topic, tp.partition, records)
         if decoding is not None:
@@ -617,18 +624,22 @@ class Worker:
                 return
 
     def _publish_loop(self) -> None:
-        """Publish classified windows in the order they were classified (input order), and
-        resend failed produces when their backoff is over. Here, not on the main thread: a send
-        can block (up to `max_block_ms`) on a missing topic or a full buffer, and the main thread
-        must keep polling."""
+        """Publish classified windows in the order they were classified (input order), the dead
+        letters of the other threads, and failed produces again when their backoff is over.
+        Every produce happens here, not on the main thread: a send can block (up to
+        `max_block_ms`) on a missing topic or a full buffer, and the main thread must keep
+        polling. Runs until the drain is over (`_publisher_stop`)."""
         while True:
             self._resend_due()
+            self._send_outbox()
             try:
                 item = self._classified.get(timeout=_RESEND_CHECK_S)
             except queue.Empty:
+                if self._publisher_stop.is_set():
+                    return
                 continue
             if item is None:
-                return
+                continue  # no more windows; dead letters and retries may still come
             window, predictions, running = item
             for batch in running:
                 batch.result()  # the batch's own failures were dead-lettered by the lane
@@ -688,6 +699,9 @@ class Worker:
         fails on its own goes to the dead-letter topic."""
         try:
             predictions = self._classify(classifier, [seqs[i] for i in chunk])
+            if len(predictions) != len(chunk):  # checked first: no record gets both
+                raise ValueError(f"the model gave {len(predictions)} predictions for "
+                                 f"{len(chunk)} texts")
             for i, prediction in zip(chunk, predictions, strict=True):
                 out[i] = prediction
             return
@@ -746,7 +760,7 @@ class Worker:
         record = rejection.record
         log.info("dead letter %s: %s (%s)", record.ref, rejection.reason, rejection.detail[:200])
         value = record.value if record.value is not None or record.key is not None else b""
-        self._send(_Outgoing(
+        self._outbox.put(_Outgoing(
             self.config.kafka.dlq_topic,
             record.key,
             value,
@@ -756,16 +770,43 @@ class Worker:
             False,
         ))
 
+    def _send_outbox(self) -> None:
+        while True:
+            try:
+                out = self._outbox.get_nowait()
+            except queue.Empty:
+                return
+            self._send(out)
+
     def _send(self, out: _Outgoing) -> None:
+        """Hand *out* to the producer (publisher thread only). A send that times out before the
+        record is even queued (no metadata for the topic, a full buffer: the broker is away) is
+        retried right here, so later results of the same partition cannot overtake it."""
         producer = self._producer
         assert producer is not None
-        try:
-            future = producer.send(out.topic, key=out.key, value=out.value, headers=out.headers)
-        except Exception as exc:  # e.g. metadata for a missing topic timed out
-            self._send_failed(out, exc)
-            return
+        while True:
+            try:
+                future = producer.send(out.topic, key=out.key, value=out.value,
+                                       headers=out.headers)
+                break
+            except KafkaTimeoutError as exc:
+                if self._publisher_stop.is_set():  # the drain is over: leave it undone
+                    return
+                self.metrics.produce_errors.labels(out.topic).inc()
+                backoff_s = self._backoff_s(out.attempts)
+                log.warning("produce to %s timed out (attempt %d, retry in %.1f s): %s",
+                            out.topic, out.attempts + 1, backoff_s, exc)
+                out = replace(out, attempts=out.attempts + 1)
+                self._publisher_stop.wait(backoff_s)
+            except Exception as exc:  # e.g. a record too large for the producer
+                self._send_failed(out, exc)
+                return
         future.add_callback(out.on_ack)  # no wrapper: one call less per record
         future.add_errback(lambda exc: self._send_failed(out, exc))
+
+    def _backoff_s(self, attempts: int) -> float:
+        return min(self.config.kafka.produce_retry_max_backoff_ms / 1000.0,
+                   0.1 * 2 ** min(attempts, 16))
 
     def _send_failed(self, out: _Outgoing, exc: BaseException) -> None:
         self.metrics.produce_errors.labels(out.topic).inc()
@@ -779,10 +820,9 @@ class Worker:
                 return
             smaller = _smaller_dead_letter(out)
             if smaller is not None:
-                self._send(smaller)
+                self._outbox.put(smaller)
                 return
-        backoff_s = min(self.config.kafka.produce_retry_max_backoff_ms / 1000.0,
-                        0.1 * 2 ** min(out.attempts, 16))
+        backoff_s = self._backoff_s(out.attempts)
         log.warning("produce to %s failed (attempt %d, retry in %.1f s): %s",
                     out.topic, out.attempts + 1, backoff_s, exc)
         with self._retries_lock:
@@ -975,11 +1015,12 @@ class Worker:
             self._submit(batch)
         self._batches.put(None)
         while self._tracker.in_flight() > 0 and time.monotonic() < deadline:
-            self._resend_due()
             self._commit()
-            # Acknowledgements arrive on the producer's thread; the consumer's IO thread keeps
+            # The publisher sends what is left (results, dead letters, retries) and
+            # acknowledgements arrive on the producer's thread; the consumer's IO thread keeps
             # heartbeating meanwhile, and there is nothing to poll while paused.
             time.sleep(0.02)
+        self._publisher_stop.set()
         inference.join(timeout=max(0.0, deadline - time.monotonic()))
         publisher.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._producer is not None:
@@ -989,9 +1030,13 @@ class Worker:
                 log.warning("producer flush at the drain deadline: %s", exc)
         self._commit(force=True)
         left = self._tracker.in_flight()
+        uncommitted = self._tracker.committable()
         if left:
             log.warning("drain deadline reached: %d records not acknowledged; they will be "
                         "classified again after restart", left)
+        elif uncommitted:
+            log.warning("drained, but the last commit failed: %d partitions will repeat what "
+                        "they did since their last commit", len(uncommitted))
         else:
             log.info("drained: every record acknowledged and committed")
 

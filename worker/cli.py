@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from worker.errors import BrokerError, ConfigError, StreamclfError
 
@@ -126,9 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- run --------------------------------------------------------------------------------------
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    import threading
-
+def cmd_run(args: argparse.Namespace) -> NoReturn:
     # Handlers first: a SIGTERM during start-up (model loading can take seconds) still ends
     # in an orderly exit 0 instead of the default kill.
     stop_requested = threading.Event()
@@ -141,15 +141,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(config.logging.level, config.logging.format)
     log.info("configuration: %s", json.dumps(redacted(config)))
     worker = Worker(config, stop_event=stop_requested)
-    return worker.run()
+    exit_process(worker.run())
+
+
+def exit_process(code: int) -> NoReturn:
+    """Exit with *code* now that the worker has drained and committed. A forward pass still
+    running on an inference lane (past the drain deadline, or hung on a device) would otherwise
+    hold the interpreter's exit, which waits for the lanes' threads."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def stop_on_signals(stop: Any) -> None:
     """Call `stop` on SIGTERM and SIGINT."""
 
     def handler(signum: int, _frame: Any) -> None:
-        log.info("received %s: stopping", signal.Signals(signum).name)
         stop()
+        # Logged from another thread: a handler that writes to a stream the interrupted code
+        # was writing to raises "reentrant call".
+        threading.Thread(target=log.info, args=("received %s: stopping",
+                                                signal.Signals(signum).name)).start()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
@@ -159,8 +172,6 @@ def stop_on_signals(stop: Any) -> None:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    import threading
-
     from worker.broker import EmbeddedBroker
 
     setup_logging()

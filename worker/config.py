@@ -325,6 +325,11 @@ def _validate(config: Config) -> None:
         raise ConfigError("input.decode_processes: must be zero (the main thread) or more")
     if not config.kafka.input_topics:
         raise ConfigError("kafka.input_topics: at least one topic is needed")
+    for label, topic in config.output.routes.items():
+        if topic == config.kafka.output_topic or topic in config.kafka.input_topics:
+            # The output topic would get the result twice; an input topic would loop.
+            raise ConfigError(f"output.routes.{label}: {topic!r} is the output topic or an "
+                              "input topic")
     if not 0 <= config.metrics.port <= 65535:
         raise ConfigError("metrics.port: must be between 0 and 65535")
 

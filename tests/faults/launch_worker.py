@@ -9,13 +9,12 @@ inference slower than `max_poll_interval_ms`.
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from worker.cli import setup_logging, stop_on_signals
+from worker.cli import exit_process, setup_logging, stop_on_signals
 from worker.config import load_config
 
 
@@ -34,7 +33,7 @@ class SlowModel:
         return self._inner.predict_ids(seqs)
 
 
-def main() -> int:
+def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--slow-ms", type=float, default=0.0)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
@@ -50,8 +49,8 @@ def main() -> int:
     classifier: Any = Predictor.load(config.model.path, device="cpu")
     if args.slow_ms > 0:
         classifier = SlowModel(classifier, args.slow_ms / 1000.0)
-    return Worker(config, classifier=classifier, stop_event=stop_requested).run()
+    exit_process(Worker(config, classifier=classifier, stop_event=stop_requested).run())
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -109,14 +109,16 @@ def test_slow_model_keeps_membership_and_pauses(broker, topics, tmp_path):
 
 
 def worker_with_output_cut(broker: str, names: dict[str, str], group: str, tmp_path,
-                           proxy: Proxy, producer_extra: str = "") -> WorkerProcess:
+                           proxy: Proxy, producer_extra: str = "",
+                           delivery_timeout_ms: int = 4000,
+                           extra: tuple[str, ...] = ()) -> WorkerProcess:
     """A ready worker whose producer (short timeouts) goes through *proxy*, and the proxy cut."""
     producer_settings = (f"kafka.producer={{bootstrap_servers: [{proxy.bootstrap}], "
-                         f"{producer_extra}request_timeout_ms: 2000, delivery_timeout_ms: 4000, "
-                         "max_block_ms: 2000}")
+                         f"{producer_extra}request_timeout_ms: 2000, "
+                         f"delivery_timeout_ms: {delivery_timeout_ms}, max_block_ms: 2000}}")
     worker = WorkerProcess(broker, names, group, log_dir=tmp_path,
                            extra=(producer_settings,
-                                  "kafka.produce_retry_max_backoff_ms=2000")).start()
+                                  "kafka.produce_retry_max_backoff_ms=2000", *extra)).start()
     try:
         poll_until(lambda: worker.status("/readyz") == 200, timeout_s=60, what="ready")
     except BaseException:
@@ -303,6 +305,76 @@ def test_output_outage_never_commits_past_unacknowledged(broker, topics, tmp_pat
     reader.close()
 
 
+def test_results_keep_input_order_when_sends_time_out_before_they_are_queued(
+        broker, topics, tmp_path):
+    """The producer cut before it knows the output topic: each send times out after
+    max_block_ms before the record is queued. Those sends are retried in place, so later
+    results of the same input partition cannot overtake them (before, they went to a retry
+    list and later results went out first: input offsets 2, 6, 0, 1 on one output partition)."""
+    names = topics()
+    # An output topic made only once the producer is cut, so it has no metadata for it.
+    names["output"] = "out-later-" + uuid.uuid4().hex[:8]
+    group = "order-" + uuid.uuid4().hex[:6]
+    proxy = Proxy(broker).start()
+    # No delivery timeout within the test: only sends that time out before queueing fail.
+    worker = worker_with_output_cut(broker, names, group, tmp_path, proxy,
+                                    delivery_timeout_ms=120_000)
+    try:
+        ensure_topics(broker, [names["output"]], partitions=3)
+        reader = TopicReader(broker, names["output"])
+        produce_backlog(broker, names["input"], 60)
+        poll_until(lambda: worker.metric("streamclf_produce_errors_total",
+                                         {"topic": names["output"]}) >= 2,
+                   timeout_s=60, what="sends timing out while cut")
+        proxy.start()
+        reader.wait_for(60, timeout_s=120)
+    finally:
+        code = worker.terminate()
+        proxy.stop()
+    assert code == 0
+    seen: dict[tuple[int, int], list[int]] = {}  # (output, input partition) -> input offsets
+    firsts = set()
+    for record in sorted(reader.read(), key=lambda r: (r.partition, r.offset)):
+        source = json.loads(record.value)["source"]
+        if (source["partition"], source["offset"]) in firsts:
+            continue  # a duplicate (at least once): order is about first deliveries
+        firsts.add((source["partition"], source["offset"]))
+        seen.setdefault((record.partition, source["partition"]), []).append(source["offset"])
+    assert len(firsts) == 60
+    for offsets in seen.values():
+        assert offsets == sorted(offsets), offsets
+    reader.close()
+
+
+def test_dead_letters_the_broker_cannot_take_do_not_hold_the_main_loop(broker, topics,
+                                                                         tmp_path):
+    """Dead letters were sent from the main loop, where each send to a topic whose metadata
+    the producer lacks blocks for max_block_ms (2 s here): 20 of them held the loop, and the
+    SIGTERM, for 40 s. Now the publisher sends them and the drain ends at its deadline."""
+    names = topics()
+    group = "blocked-" + uuid.uuid4().hex[:6]
+    proxy = Proxy(broker).start()
+    worker = worker_with_output_cut(broker, names, group, tmp_path, proxy,
+                                    extra=("shutdown.drain_timeout_s=3",))
+    try:
+        producer = KafkaProducer(bootstrap_servers=broker)
+        for i in range(20):
+            producer.send(names["input"], key=f"blank{i}".encode(), value=b"   ")
+        producer.flush()
+        producer.close()
+        poll_until(lambda: worker.metric("streamclf_messages_consumed_total",
+                                         {"topic": names["input"]}) >= 20, what="consumed")
+        started = time.monotonic()
+        code = worker.terminate(timeout_s=90)
+        took = time.monotonic() - started
+    finally:
+        proxy.stop()
+    print(f"dead letters blocked: exit {code} after {took:.1f} s")
+    assert code == 0
+    assert took < 3 + 10, "the drain ended at its deadline (plus closing the clients)"
+    assert sum(committed_offsets(broker, group).values()) == 0  # none acknowledged: none done
+
+
 def test_sigterm_during_a_full_batch_drains_within_the_deadline(broker, topics, tmp_path):
     names = topics()
     group = "drain-" + uuid.uuid4().hex[:6]
@@ -323,6 +395,27 @@ def test_sigterm_during_a_full_batch_drains_within_the_deadline(broker, topics, 
     assert took < 10 + 5, "drained within the deadline (plus process start-up slack)"
     assert committed >= 100 and len(results) >= committed
     reader.close()
+
+
+def test_a_forward_pass_running_past_the_drain_deadline_does_not_hold_the_exit(
+        broker, topics, tmp_path):
+    names = topics()
+    group = "hung-" + uuid.uuid4().hex[:6]
+    produce_backlog(broker, names["input"], 50)
+    # Forward passes of 30 s on two lanes (thread-pool threads, which the interpreter waits for
+    # at exit) against a 2 s drain deadline: before, the process exited when the pass ended.
+    worker = WorkerProcess(broker, names, group, slow_ms=30_000, log_dir=tmp_path,
+                           extra=("model.lanes=2", "shutdown.drain_timeout_s=2")).start()
+    poll_until(lambda: worker.metric("streamclf_inference_duration_seconds_count") == 0
+               and worker.metric("streamclf_in_flight_messages") >= 50,
+               timeout_s=60, what="records in flight, no batch finished")
+    started = time.monotonic()
+    code = worker.terminate(timeout_s=60)
+    took = time.monotonic() - started
+    print(f"hung forward pass: exit {code} after {took:.1f} s")
+    assert code == 0
+    assert took < 2 + 8, "exited at the drain deadline (plus slack), not after the 30 s pass"
+    assert sum(committed_offsets(broker, group).values()) == 0  # nothing was done
 
 
 def test_backpressure_keeps_memory_flat_on_a_large_backlog(broker, topics, tmp_path):

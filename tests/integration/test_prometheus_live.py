@@ -63,7 +63,7 @@ ALLOWED_EMPTY: dict[str, str] = {}
 # One record in DEAD_LETTER_EVERY is malformed: a dead-letter share well above the 5 % of the
 # StreamclfDeadLetterRateHigh alert, so that alert must turn pending.
 DEAD_LETTER_EVERY = 8
-MALFORMED = [b"{not json", b"", b"\xff\xfe not utf-8", b"[1, 2, 3]"]
+MALFORMED = [b"{\"not json", b"", b"\xff\xfe not utf-8", b"[1, 2, 3]"]
 TEXTS = [
     "Hi Sam, the quarterly report is attached; can we review it on Monday morning?",
     "WINNER!! You have won a FREE cash prize of $1000. Call 0800 123 now to claim!",

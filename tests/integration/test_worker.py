@@ -224,7 +224,7 @@ def test_an_id_with_a_lone_surrogate_gets_its_result_and_so_do_later_records(bro
 def test_metrics_count_what_was_sent(broker, topics):
     names = topics()
     good = keyed_messages(50, "c")
-    produce(broker, names["input"], good + [(b"bad", b"{nope")])
+    produce(broker, names["input"], good + [(b"bad", b"{\"nope")])
     with RunningWorker(broker, names) as running:
         def counted():
             text = http_get(running.url("/metrics"))[1]
@@ -495,6 +495,40 @@ def test_inference_failures_dead_letter_only_the_culprit(broker, topics, lanes):
     # Results of the one partition still come out in input order around the failure.
     offsets = [json.loads(r.value)["source"]["offset"] for r in got if r.topic == names["output"]]
     assert offsets == sorted(offsets)
+    out.close()
+
+
+class MiscountingModel(PoisonedModel):
+    """The bundled model, except that it drops the last prediction of every batch."""
+
+    def predict_ids(self, seqs):
+        return self.inner.predict_ids(seqs)[:-1]
+
+
+def test_a_model_that_miscounts_its_predictions_gives_no_record_two_outcomes(broker, topics):
+    names = topics(partitions=1)
+    produce(broker, names["input"], keyed_messages(20, "q"))
+    out = TopicReader(broker, names["output"], names["dlq"])
+    port = free_port()
+    config = load_config(None, [*settings(broker, names, port), "model.lanes=1"], environ={})
+    worker = Worker(config, classifier=MiscountingModel())
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        poll_until(lambda: metric_value(http_get(f"http://127.0.0.1:{port}/metrics")[1],
+                                        "streamclf_offsets_committed_total") >= 20,
+                   what="every record done")
+        got = out.wait_for(20)
+        out.read()  # anything produced before the commit is on the topics by now
+        got = out.records
+    finally:
+        worker.stop()
+        thread.join(timeout=60)
+    # Each batch down to single records is short of one prediction: every record ends as an
+    # inference dead letter. Before, a batch's predictions were written until the count ran
+    # out, so those records got a result too.
+    assert sorted(r.key for r in got) == sorted(f"q{i}".encode() for i in range(20))
+    assert {r.topic for r in got} == {names["dlq"]}
     out.close()
 
 

@@ -98,6 +98,8 @@ def test_passthrough_mappings_keep_their_keys():
         ("input:\n  decode_processes: -1\n", "input.decode_processes"),
         ("input:\n  decode_processes: two\n", "input.decode_processes"),
         ("kafka:\n  sasl_mechanism: PLAN\n", "kafka.sasl_mechanism"),
+        ("output:\n  routes: {spam: streamclf-output}\n", "output.routes.spam"),
+        ("output:\n  routes: {spam: streamclf-input}\n", "output.routes.spam"),
     ],
 )
 def test_bad_keys_and_values_name_the_key(tmp_path, text, path):
