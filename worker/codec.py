@@ -174,6 +174,8 @@ def _mail_fields_to_text(obj: dict[str, Any]) -> str:
     for name, part in parts.items():
         if part is not None and not isinstance(part, str):
             raise _Undecodable(f"field {name!r} is {type(part).__name__}, expected a string")
+    if not any((parts[name] or "").strip() for name in ("subject", "body", "from")):
+        return ""  # nothing to classify (the layout alone would read "Subject:")
     return mail_fields_to_text(parts["subject"] or "", parts["body"] or "", parts["from"] or "")
 
 

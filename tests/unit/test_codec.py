@@ -88,6 +88,7 @@ def test_configured_text_field():
         (b"[1, 2, 3]", codec.DECODE, None),
         (b'{"text": 12}', codec.DECODE, "expected a string"),
         (b'{"text": "   "}', codec.EMPTY, None),
+        (b'{"subject": "", "body": "  ", "to": "a@b.example"}', codec.EMPTY, None),
         (b'{"other": "x"}', codec.DECODE, "none of the fields"),
         (b'{"id": {"a": 1}, "text": "x"}', codec.DECODE, "'id'"),
         (b"\xff\xfe\xc3\x28 bad", codec.DECODE, "invalid UTF-8"),
