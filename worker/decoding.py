@@ -171,9 +171,12 @@ def _start_process(settings: InputSettings, tokenize: Tokenize) -> None:
     _settings, _tokenize = settings, tokenize
     # Ctrl-C reaches the whole process group: the worker drains, and needs these processes for it.
     # They end when the worker shuts the pool down, or when the worker itself is gone (killed:
-    # nothing would tell them otherwise, and they would wait for work forever).
+    # nothing would tell them otherwise, and they would wait for work forever). SIGTERM keeps its
+    # default: when one process dies holding the pool's queue lock, the others wait on it for
+    # good, and the pool ends them with SIGTERM (ignoring it left them, and the pool's thread
+    # joining them, there forever). A SIGTERM sent to the whole group ends them too; the worker
+    # then reads their chunks itself, losing nothing.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_exit_with, args=(parent,), name="exit-with-worker",

@@ -226,16 +226,19 @@ def test_decoding_processes_end_when_the_worker_is_killed() -> None:
                what="the orphaned decoding processes to exit")
 
 
-def test_a_process_killed_while_idle_loses_no_record_submitted_after() -> None:
+@pytest.mark.parametrize("victim", [0, 1])  # whichever holds the queue lock at the time
+def test_a_process_killed_while_idle_loses_no_record_submitted_after(victim: int) -> None:
     import signal
     import time
+
+    from tests.conftest import poll_until
 
     failures: list[int] = []
     pool = DecodePool(2, SETTINGS, pid_tokenizer, on_failure=lambda: failures.append(1))
     try:
         pool.start()
-        victim = multiprocessing.active_children()[0].pid
-        os.kill(victim, signal.SIGKILL)
+        children = sorted(p.pid for p in multiprocessing.active_children() if p.pid)
+        os.kill(children[victim], signal.SIGKILL)
         got: list[Request | Rejection] = []
         # Whether the pool has noticed the death yet or not when records arrive, none is lost.
         deadline = time.monotonic() + 30
@@ -249,3 +252,8 @@ def test_a_process_killed_while_idle_loses_no_record_submitted_after() -> None:
     assert [r.record.offset for r in got] == list(range(offset))
     assert all(isinstance(r, Request) for r in got)
     assert failures, "the death was counted"
+    # The broken pool's other process ends too. When the killed one held the pool's queue lock,
+    # the other waited on it for good and ignored the pool's SIGTERM: it, and the interpreter's
+    # exit (which joins the pool's thread), hung.
+    poll_until(lambda: not multiprocessing.active_children(), timeout_s=30,
+               what="every process of both pools to end")
