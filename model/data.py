@@ -9,17 +9,24 @@ import gzip
 import json
 import mailbox
 import os
+import re
+import stat
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.email import email_to_text, looks_like_email
+from model.email import email_to_text, looks_like_email, mail_fields_to_text
 
-__all__ = ["DataError", "Example", "example_text", "iter_examples", "LABEL_DIRS"]
+__all__ = ["DataError", "Example", "assigned_split", "example_from_row", "example_text",
+           "iter_examples", "LABEL_NAMES", "normalize_split"]
 
-# Directory names that give their files a label.
-LABEL_DIRS = ("spam", "ham")
+# Mail has no label field: the name of an enclosing folder (a Maildir++ folder's without its
+# dot) or of the mbox file itself gives it. Junk is what mail clients call their spam folder.
+LABEL_NAMES = {"spam": "spam", "junk": "spam", "ham": "ham"}
+LABEL_HELP = ("labels come from each JSON row's 'label', and for mail from the name of an "
+              "enclosing folder or of the mbox file: spam (or junk) / ham")
 
 
 class DataError(ValueError):
@@ -36,6 +43,22 @@ class Example:
     source: str
     raw: bytes | None
     text: str | None
+
+
+def assigned_split(ex: Example) -> str:
+    """The example's split: its own, else a stable 80/10/10 train/val/test share by id, the same
+    for `train`, `eval` and `produce --split`, so a model is never scored on its training mail."""
+    if ex.split is not None:
+        return ex.split
+    bucket = zlib.crc32(ex.id.encode("utf-8", "surrogateescape")) % 10
+    return "val" if bucket == 0 else "test" if bucket == 1 else "train"
+
+
+def normalize_split(value: str) -> str:
+    """A split named on the command line: train, val (validation, valid, dev) or test."""
+    split = _split(value, "split")
+    assert split is not None
+    return split
 
 
 def example_text(ex: Example) -> str:
@@ -65,8 +88,11 @@ def _file_kind(path: Path) -> str | None:
     """jsonl, mbox, eml, or json (JSON-looking content without the suffix); None otherwise."""
     if _is_jsonl(path):
         return "jsonl"
-    with open(path, "rb") as fh:
-        head = fh.read(4096)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it: {exc}") from exc
     if head.startswith(b"From ") and is_mbox(path):
         return "mbox"
     if path.suffix.lower() == ".eml" or looks_like_email(head):
@@ -99,25 +125,40 @@ def is_mbox(path: Path) -> bool:
     return path.suffix.lower() in (".mbox", ".mbx") or _has_many(path)
 
 
-def _label_from_path(path: Path, root: Path) -> str | None:
-    """The nearest enclosing directory named spam/ham (root included), else None."""
+def _label_from_path(path: Path, root: Path, own_name: bool = False) -> str | None:
+    """The label of the nearest enclosing folder with a label name (root included), or with
+    *own_name* of the file itself (``spam.mbox``); None when there is none."""
     try:
         parts = path.relative_to(root).parts[:-1]
     except ValueError:
         parts = ()
-    for name in reversed((root.name, *parts)):
-        if name.lower() in LABEL_DIRS:
-            return name.lower()
+    names = (root.name, *parts, path.stem) if own_name else (root.name, *parts)
+    for name in reversed(names):
+        label = LABEL_NAMES.get(name.lstrip(".").lower())
+        if label is not None:
+            return label
     return None
 
 
+def _relative_id(path: Path, root: Path) -> str:
+    """The file's path below the folder it was found in: ``spam/0.eml`` and ``ham/0.eml`` differ."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.name
+
+
 def _eml_example(path: Path, root: Path) -> Example:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it: {exc}") from exc
     return Example(
-        id=path.name,
+        id=_relative_id(path, root),
         label=_label_from_path(path, root),
         split=None,
         source=root.name or "eml",
-        raw=path.read_bytes(),
+        raw=raw,
         text=None,
     )
 
@@ -147,7 +188,8 @@ def _iter_jsonl(path: Path) -> Iterator[Example]:
 def _read_jsonl(path: Path) -> Iterator[Example]:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     default_source = path.name.split(".")[0]
-    with opener(path, "rt", encoding="utf-8") as fh:
+    # utf-8-sig: a byte-order mark some editors write must not make the first line invalid.
+    with opener(path, "rt", encoding="utf-8-sig") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -155,30 +197,45 @@ def _read_jsonl(path: Path) -> Iterator[Example]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from exc
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object")
-            raw = row.get("raw")
-            text = row.get("text")
-            if raw is None and text is None:
-                raise DataError(f"{path}:{lineno}: neither 'raw' nor 'text'")
-            yield Example(
-                id=str(row.get("id", f"{default_source}:{lineno}")),
-                label=None if row.get("label") is None else str(row["label"]),
-                split=_split(row.get("split"), f"{path}:{lineno}"),
-                source=str(row.get("source", default_source)),
-                # The corpus stores raw mail as a str; UTF-8 gives the bytes back.
-                raw=None if raw is None else str(raw).encode("utf-8", "surrogateescape"),
-                text=None if text is None else str(text),
-            )
+            yield example_from_row(row, f"{path}:{lineno}", f"{default_source}:{lineno}",
+                                   default_source)
+
+
+def example_from_row(row: Any, where: str, default_id: str, default_source: str) -> Example:
+    """One JSON-lines row: ``raw`` (an email), ``text``, or ``subject``/``body``/``from`` (laid
+    out as the worker lays out such a request); ``id``, ``label``, ``split`` and ``source``
+    optional. *where* names the row in errors."""
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object")
+    raw, text = row.get("raw"), row.get("text")
+    if raw is None and text is None:
+        if row.get("subject") is None and row.get("body") is None:
+            raise DataError(f"{where}: no message: give 'raw', 'text' or 'subject'/'body'")
+        text = mail_fields_to_text(*(str(row.get(k) or "") for k in ("subject", "body", "from")))
+    label = row.get("label")
+    if label is not None:
+        label = str(label).strip()
+        if not label:
+            raise DataError(f"{where}: blank label (leave 'label' out for an unlabelled row)")
+    return Example(
+        id=str(row.get("id", default_id)),
+        label=label,
+        split=_split(row.get("split"), where),
+        source=str(row.get("source", default_source)),
+        # The corpus stores raw mail as a str; UTF-8 gives the bytes back.
+        raw=None if raw is None else str(raw).encode("utf-8", "surrogateescape"),
+        text=None if text is None else str(text),
+    )
 
 
 def _iter_mbox(path: Path, root: Path) -> Iterator[Example]:
     box = mailbox.mbox(path, create=False)
-    label = _label_from_path(path, root)
+    label = _label_from_path(path, root, own_name=True)
+    name = _relative_id(path, root)
     try:
         for i, key in enumerate(box.iterkeys()):
             yield Example(
-                id=f"{path.name}:{i}",
+                id=f"{name}:{i}",
                 label=label,
                 split=None,
                 source=path.name,
@@ -190,20 +247,37 @@ def _iter_mbox(path: Path, root: Path) -> Iterator[Example]:
 
 
 def _iter_dir(root: Path) -> Iterator[Example]:
-    """Every data file below *root*, in sorted order; maildir tmp/ and dotfiles are skipped."""
+    """Every data file below *root*, in sorted order. Skipped: maildir tmp/, hidden files and
+    folders other than Maildir++ folders (``.Junk/cur``), and what is not a regular file
+    (a dangling link, a pipe that would block)."""
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "tmp")
+        dirnames[:] = sorted(d for d in dirnames if d != "tmp" and (
+            not d.startswith(".") or _is_maildir(Path(dirpath) / d)))
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
             path = Path(dirpath) / name
+            try:
+                if not stat.S_ISREG(path.stat().st_mode):
+                    continue
+            except OSError:  # a dangling link
+                continue
             kind = _file_kind(path)
             # Anything else in a folder (READMEs, indexes, stray JSON) is not a message: skip it.
             if kind in ("jsonl", "mbox", "eml"):
                 yield from _iter_kind(kind, path, root)
 
 
+def _is_maildir(path: Path) -> bool:
+    return (path / "cur").is_dir() or (path / "new").is_dir()
+
+
+# An mbox separator: "From " + sender + a date with a time of day. A body line such as "From now
+# on..." (left unquoted by many tools) does not make a single message an mbox.
+_SEPARATOR = re.compile(rb"From \S+ .*\d:\d\d")
+
+
 def _has_many(path: Path) -> bool:
     """Whether an mbox-looking file holds more than one ``From ``-separated message."""
     with open(path, "rb") as fh:
-        return any(i > 0 and line.startswith(b"From ") for i, line in enumerate(fh))
+        return any(i > 0 and _SEPARATOR.match(line) for i, line in enumerate(fh))

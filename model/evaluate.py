@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.data import Example, example_text, iter_examples
+from model.data import Example, assigned_split, example_text, iter_examples
 from model.metrics import binary_metrics, multiclass_metrics
 from model.predictor import Predictor, decide
 
@@ -34,13 +34,15 @@ def corpus_of(source: str) -> str:
 
 
 def load_eval_examples(paths: Sequence[str | Path], split: str | None) -> list[Example]:
-    """Labelled examples from *paths*; those of another split are skipped (unsplit ones kept)."""
+    """Labelled examples of *split* (None or ``all``: every one) from *paths*. Data without a
+    split is split by id as `streamclf train` splits it, so its test share is never training
+    data."""
     out = []
     for path in paths:
         for ex in iter_examples(path):
             if ex.label is None:
                 continue
-            if split not in (None, "all") and ex.split is not None and ex.split != split:
+            if split not in (None, "all") and assigned_split(ex) != split:
                 continue
             out.append(ex)
     return out
@@ -80,23 +82,31 @@ def score_examples(
 
 
 def _metrics(
-    rows: Sequence[Scored], labels: Sequence[str], positive: str | None, threshold: float,
+    rows: Sequence[Scored], labels: Sequence[str], positive: str | None, threshold: float | None,
     flip: bool = False,
 ) -> dict[str, Any]:
-    if positive is not None:
-        pos = labels.index(positive)
-        cuts = None
-        if len(labels) == 2:
-            cuts = [threshold if r.threshold is None else r.threshold for r in rows]
-            if flip:  # the cuts are for the model's positive label, the other one's probability
-                cuts = [1.0 - c for c in cuts]
-        return binary_metrics(
-            [r.label == positive for r in rows], [r.probs[pos] for r in rows], threshold, cuts
-        )
     index = {name: k for k, name in enumerate(labels)}
     y = [index.get(r.label, -1) for r in rows]
     pred = [index[r.predicted] for r in rows]
-    return multiclass_metrics(y, pred, labels)
+    if positive is None:
+        return multiclass_metrics(y, pred, labels)
+    pos = labels.index(positive)
+    truth = [r.label == positive for r in rows]
+    scores = [r.probs[pos] for r in rows]
+    if len(labels) == 2:
+        assert threshold is not None
+        # A row's own cut is for the model's positive label; *threshold* is already the
+        # cut for *positive* (flipped by the caller).
+        cuts = [threshold if r.threshold is None else 1.0 - r.threshold if flip else r.threshold
+                for r in rows]
+        return binary_metrics(truth, scores, threshold, cuts)
+    # More labels: the positive label's figures are those of the model's own decisions (the
+    # most probable label), next to accuracy and per-label figures over all labels.
+    decided = [1.0 if r.predicted == positive else 0.0 for r in rows]
+    figures = binary_metrics(truth, decided, 0.5)
+    figures["roc_auc"] = binary_metrics(truth, scores, 0.5)["roc_auc"]
+    figures["threshold"] = None
+    return {**figures, **multiclass_metrics(y, pred, labels)}
 
 
 def evaluate(
@@ -113,15 +123,19 @@ def evaluate(
         positive = "spam"
     if positive is not None and positive not in labels:
         raise ValueError(f"positive label {positive!r} is not one of the model's {list(labels)}")
-    threshold = predictor.threshold if predictor.threshold is not None else 0.5
-    if positive is not None and len(labels) != 2:
-        threshold = 0.5
+    threshold: float | None = None
+    thresholds = dict(predictor.thresholds) if predictor.thresholds else None
     flip = len(labels) == 2 and predictor.positive_label not in (None, positive)
+    if len(labels) == 2:
+        threshold = predictor.threshold if predictor.threshold is not None else 0.5
+        if flip:  # reported as cuts on the probability of the label the figures are for
+            threshold = 1.0 - threshold
+            thresholds = {k: 1.0 - v for k, v in thresholds.items()} if thresholds else None
     result: dict[str, Any] = {
         "model": f"{predictor.name}@{predictor.version}",
         "positive_label": positive,
         **_metrics(rows, labels, positive, threshold, flip),
-        "thresholds": dict(predictor.thresholds) if predictor.thresholds else None,
+        "thresholds": thresholds,
         "by_source": {},
         "by_subsource": {},
     }

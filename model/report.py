@@ -102,7 +102,9 @@ def write_report(out: Path, result: dict[str, Any], rows: Sequence[Scored], pred
         for name in labels:
             ax.hist([r.probs[pos] for r in rows if r.label == name], bins=50, alpha=0.6, label=name)
         # One line per kind of text when the model has per-kind thresholds (email, text).
+        # None: more than two labels, the decision is the most probable one (no cut to draw).
         cuts = sorted((result.get("thresholds") or {"": threshold}).items())
+        cuts = [(kind, cut) for kind, cut in cuts if cut is not None]
         for (kind, cut), style in zip(cuts, ("--", ":", "-.", (0, (1, 4))), strict=False):
             name = f"threshold ({kind})" if kind else "threshold"
             ax.axvline(cut, color="k", linestyle=style, label=f"{name} {cut:.3g}")
@@ -144,7 +146,14 @@ def write_report(out: Path, result: dict[str, Any], rows: Sequence[Scored], pred
         f"Split: `{result.get('split')}`, {result['n']} messages.",
         "",
     ]
-    if positive is not None:
+    if positive is not None and result["threshold"] is None:
+        lines += [
+            f"Positive label `{positive}` against the rest, as decided (the most probable of "
+            f"{len(labels)} labels). Accuracy over all labels {result['accuracy']:.4f}, macro "
+            f"F1 {result['macro_f1']:.4f}.",
+            "",
+        ]
+    elif positive is not None:
         lines += [
             f"Positive label `{positive}`, threshold {result['threshold']:.6g}"
             + (
@@ -155,6 +164,9 @@ def write_report(out: Path, result: dict[str, Any], rows: Sequence[Scored], pred
                 else "."
             ),
             "",
+        ]
+    if positive is not None:
+        lines += [
             "| group | n | accuracy | precision | recall | F1 | ROC-AUC | ham loss | spam miss |",
             "|---|---|---|---|---|---|---|---|---|",
         ]

@@ -36,10 +36,9 @@ def choose_for_artifact(
     positive = predictor.positive_label
     if positive is None or len(predictor.labels) != 2:
         raise ValueError("per-kind thresholds need a binary model with a positive label")
-    examples = load_eval_examples(data, "val")
-    examples = [ex for ex in examples if ex.split == "val"]
+    examples = load_eval_examples(data, "val")  # data without a split: its val share, by id
     if not examples:
-        raise ValueError("no validation examples (a 'val' split) in the data")
+        raise ValueError("no validation examples in the data")
     ids = [predictor.tokenize(example_text(ex)) for ex in examples]
     pos = predictor.labels.index(positive)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))

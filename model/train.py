@@ -14,7 +14,6 @@ import random
 import subprocess
 import sys
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,7 +26,7 @@ from torch import nn
 from model import email
 from model.artifact import save_artifact, sha256_file
 from model.augment import redress_share
-from model.data import Example, example_text, iter_examples
+from model.data import LABEL_HELP, Example, assigned_split, example_text, iter_examples
 from model.evaluate import corpus_of
 from model.lstm import LSTMClassifier, LSTMConfig
 from model.metrics import (
@@ -85,19 +84,13 @@ class TrainOptions:
     max_ham_loss: float = 0.005  # target false-positive rate for the threshold, per source
     # One threshold per kind of text (email / plain text), each chosen on its validation examples.
     per_kind_thresholds: bool = True
-    positive_label: str | None = "spam"  # ignored when absent from the data
+    positive_label: str | None = "spam"  # ignored when absent from the data, unless required
+    require_positive: bool = False  # absent from two-label data: an error, not a note
     name: str = "streamclf-spam"
     version: str = "1"
     max_minutes: float | None = None  # wall-clock budget: no epoch is started that would cross it
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _split_of(ex: Example) -> str:
-    if ex.split in ("train", "val", "test"):
-        return ex.split
-    # No split given: a stable 90/10 train/val split by id.
-    return "val" if zlib.crc32(ex.id.encode("utf-8")) % 10 == 0 else "train"
 
 
 def load_splits(paths: Sequence[Path]) -> tuple[dict[str, list[Example]], list[dict[str, Any]]]:
@@ -109,7 +102,7 @@ def load_splits(paths: Sequence[Path]) -> tuple[dict[str, list[Example]], list[d
         for ex in iter_examples(path):
             if ex.label is None:
                 continue
-            split = _split_of(ex)
+            split = assigned_split(ex)
             splits[split].append(ex)
             counts[f"{split}/{ex.label}"] += 1
         entry: dict[str, Any] = {"path": Path(path).name, "counts": dict(sorted(counts.items()))}
@@ -282,11 +275,26 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
     train_ex, val_ex = splits["train"], splits["val"]
     labels = sorted({ex.label for ex in train_ex if ex.label is not None})
     if len(labels) < 2:
-        raise ValueError(f"training needs at least 2 labels in the train split, found {labels}")
+        raise ValueError(f"training needs at least 2 labels in the train split, found {labels} "
+                         f"({LABEL_HELP})")
     val_ex = [ex for ex in val_ex if ex.label in labels]
     if not val_ex:
-        raise ValueError("no validation examples (give a 'val' split or unsplit data)")
+        raise ValueError("no validation examples: give rows the split 'val', or leave the split "
+                         "out (then 1 in 10 examples by id goes to val, 1 in 10 to test)")
     positive = opts.positive_label if opts.positive_label in labels and len(labels) == 2 else None
+    if opts.positive_label and positive is None and len(labels) == 2:
+        if opts.require_positive:
+            raise ValueError(f"--positive-label {opts.positive_label!r} is not one of the "
+                             f"labels {labels}")
+        say(f"note: no label {opts.positive_label!r} among {labels}: the model decides by the "
+            "larger probability (--positive-label names the label a threshold is chosen for)")
+    in_val = Counter(ex.label for ex in val_ex)
+    if positive is not None and not in_val[positive]:
+        raise ValueError(f"the validation split has no {positive!r} examples, so no threshold "
+                         f"can be chosen: give it some (its counts: {dict(in_val)})")
+    missing = [label for label in labels if not in_val[label]]
+    if missing:
+        say(f"warning: no validation examples of {missing}: early stopping cannot judge them")
     say(f"data: {len(train_ex)} train, {len(val_ex)} val; labels {labels}")
     if opts.redress:
         # Its own random stream: the batch order stays that of the same seed without it.
@@ -380,7 +388,8 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
         summary += f"val loss {val['loss']:.4f} acc {val['accuracy']:.4f}"
         if positive:
             record.update(val_f1=val["f1"], val_auc=val["roc_auc"])
-            summary += f" f1@0.5 {val['f1']:.4f} auc {val['roc_auc']:.5f}"
+            auc = val["roc_auc"]
+            summary += f" f1@0.5 {val['f1']:.4f} auc {'n/a' if auc is None else f'{auc:.5f}'}"
             summary += "".join(
                 f" {name} {m['roc_auc']:.5f}"
                 for name, m in val["by_source"].items()

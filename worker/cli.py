@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     produce = sub.add_parser("produce", help="load .eml, mbox, maildir or JSON lines into a topic")
     produce.add_argument("--bootstrap-servers", required=True)
     produce.add_argument("--topic", required=True)
-    produce.add_argument("--split", help="only rows of this split (JSON lines)")
+    produce.add_argument("--split", help="only records of this split: train, val or test (data "
+                         "without a split: 8 in 10 by id train, 1 val, 1 test, as train splits it)")
     produce.add_argument("--limit", type=int, help="stop after this many records")
     produce.add_argument("--rate", type=float, default=0.0,
                          help="records per second (0: as fast as possible)")
@@ -200,34 +201,48 @@ def record_for(example: Any) -> tuple[bytes, bytes]:
 
 
 def iter_records(paths: Sequence[str], split: str | None = None) -> Iterator[tuple[bytes, bytes]]:
-    from model.data import iter_examples
+    from model.data import assigned_split, iter_examples
 
     for path in paths:
         if not Path(path).exists():
             raise ConfigError(f"{path}: no such file or directory")
         for example in iter_examples(path):
-            if split is None or example.split == split:
+            if split is None or assigned_split(example) == split:
                 yield record_for(example)
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
     from kafka import KafkaProducer
+    from kafka.errors import KafkaError
 
-    from model.data import DataError
+    from model.data import DataError, normalize_split
     from worker.kafka import ensure_topics
 
+    if args.repeat < 0 or (args.limit is not None and args.limit < 0) or args.rate < 0:
+        raise ConfigError("--repeat, --limit and --rate must not be negative")
+    try:
+        split = None if args.split is None else normalize_split(args.split)
+    except DataError as exc:
+        raise ConfigError(f"--split {args.split!r}: use train, val or test") from exc
+    missing = [path for path in args.paths if not Path(path).exists()]
+    if missing:  # before connecting
+        raise ConfigError(f"{missing[0]}: no such file or directory")
     setup_logging("WARNING")
-    if args.create_topic:
-        ensure_topics(args.bootstrap_servers, [args.topic], args.create_topic)
-    producer = KafkaProducer(bootstrap_servers=args.bootstrap_servers, linger_ms=20,
-                             max_request_size=16 * 1024 * 1024)
+    try:
+        if args.create_topic:
+            ensure_topics(args.bootstrap_servers, [args.topic], args.create_topic)
+        producer = KafkaProducer(bootstrap_servers=args.bootstrap_servers, linger_ms=20,
+                                 max_request_size=16 * 1024 * 1024)
+    except KafkaError as exc:
+        raise BrokerError(f"cannot reach {args.bootstrap_servers}: {exc}") from exc
     sent = 0
     started = time.monotonic()
     rounds = 0
     try:
         while args.repeat == 0 or rounds < args.repeat:
             rounds += 1
-            for key, value in iter_records(args.paths, args.split):
+            sent_before = sent
+            for key, value in iter_records(args.paths, split):
                 if args.limit is not None and sent >= args.limit:
                     break
                 producer.send(args.topic, key=key, value=value)
@@ -238,10 +253,14 @@ def cmd_produce(args: argparse.Namespace) -> int:
                         time.sleep(ahead)  # pacing the load, not synchronisation
             if args.limit is not None and sent >= args.limit:
                 break
+            if sent == sent_before:  # nothing to send: repeating would spin
+                break
         producer.flush()
     except DataError as exc:  # a bad line or file: say so, and what went out before it
         producer.flush()
         raise ConfigError(f"{exc} (the {sent} records before it were produced)") from exc
+    except KafkaError as exc:
+        raise BrokerError(f"{exc} (after {sent} records)") from exc
     finally:
         producer.close()
     print(f"produced {sent} records to {args.topic}", file=sys.stderr)

@@ -17,4 +17,4 @@ class ConfigError(StreamclfError):
 
 
 class BrokerError(StreamclfError):
-    """The embedded broker could not be found or started."""
+    """A broker could not be reached, or the embedded one could not be found or started."""

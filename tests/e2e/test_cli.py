@@ -93,3 +93,30 @@ def test_bench_passes_its_options_to_the_benchmark_suite():
     result = streamclf("bench", "--only", "nosuch", "--no-doc")
     assert result.returncode == 2
     assert "unknown sections ['nosuch']" in result.stderr, result.stderr
+
+
+def test_predict_into_a_pipe_closed_early_stops_without_a_traceback(tmp_path):
+    lines = tmp_path / "lines.txt"
+    lines.write_text("".join(f"message number {i}\n" for i in range(4000)))
+    proc = subprocess.Popen([sys.executable, "-m", "worker", "predict", "--batch-size", "16",
+                             str(lines)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout.readline()  # what `| head -1` does: read one line, then go away
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--repeat", "-1"], "must not be negative"),
+    (["--limit", "-5"], "must not be negative"),
+    (["--split", "tset"], "use train, val or test"),
+])
+def test_produce_refuses_bad_options_before_connecting(tmp_path, args, message):
+    data = tmp_path / "a.jsonl"
+    data.write_text('{"id": "a", "text": "hello"}\n')
+    # Nothing listens on this port: the options are checked before any connection is tried.
+    result = streamclf("produce", "--bootstrap-servers", f"127.0.0.1:{free_port()}", "--topic",
+                       "t", *args, str(data), timeout=20)
+    assert result.returncode == 2 and message in result.stderr, result.stderr

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from model.data import DataError, Example, example_text, iter_examples
+from model.data import (
+    DataError,
+    Example,
+    assigned_split,
+    example_text,
+    iter_examples,
+    normalize_split,
+)
 
 EML = b"From: a@example.org\nSubject: hello %d\n\nbody %d\n"
 
@@ -80,11 +87,11 @@ def test_maildir_with_label_directories(tmp_path: Path) -> None:
         (tmp_path / "mail" / label / "tmp" / "partial").write_bytes(EML % (3, 3))
     (tmp_path / "mail" / "README").write_text("not a message")
     exs = list(iter_examples(tmp_path / "mail"))
-    assert sorted((e.label, e.id) for e in exs) == [
-        ("ham", "1:2,S"),
-        ("ham", "2"),
-        ("spam", "1:2,S"),
-        ("spam", "2"),
+    assert sorted((e.label, e.id) for e in exs) == [  # ids name the file below the root
+        ("ham", "ham/cur/1:2,S"),
+        ("ham", "ham/new/2"),
+        ("spam", "spam/cur/1:2,S"),
+        ("spam", "spam/new/2"),
     ]
 
 
@@ -93,3 +100,79 @@ def test_unknown_file_format(tmp_path: Path) -> None:
     odd.write_text("just some words")
     with pytest.raises(DataError, match="not JSON lines"):
         list(iter_examples(odd))
+
+
+def test_maildir_plus_folders_and_mbox_names_give_labels(tmp_path: Path) -> None:
+    root = tmp_path / "Maildir"
+    for folder in (root, root / ".Junk", root / ".Archive"):
+        for sub in ("cur", "new", "tmp"):
+            (folder / sub).mkdir(parents=True)
+    (root / "cur" / "1:2,S").write_bytes(EML % (1, 1))
+    (root / ".Junk" / "cur" / "2:2,S").write_bytes(EML % (2, 2))
+    (root / ".Archive" / "new" / "3").write_bytes(EML % (3, 3))
+    (root / ".git").mkdir()  # hidden and not a maildir: skipped
+    (root / ".git" / "x.eml").write_bytes(EML % (4, 4))
+    stamp = b"From a@example.org Mon Jan  1 00:00:00 2024\n"
+    (tmp_path / "boxes").mkdir()
+    for name in ("spam.mbox", "Ham.mbox"):
+        (tmp_path / "boxes" / name).write_bytes(stamp + EML % (5, 5) + b"\n" + stamp + EML % (6, 6))
+    exs = list(iter_examples(root))
+    assert sorted((e.id, e.label) for e in exs) == [
+        (".Archive/new/3", None), (".Junk/cur/2:2,S", "spam"), ("cur/1:2,S", None)]
+    boxes = list(iter_examples(tmp_path / "boxes"))
+    assert sorted((e.id, e.label) for e in boxes) == [
+        ("Ham.mbox:0", "ham"), ("Ham.mbox:1", "ham"),
+        ("spam.mbox:0", "spam"), ("spam.mbox:1", "spam")]
+
+
+def test_a_body_line_starting_from_does_not_make_an_mbox(tmp_path: Path) -> None:
+    (tmp_path / "ham").mkdir()
+    msg = tmp_path / "ham" / "msg1"  # SpamAssassin-corpus style: envelope line, no suffix
+    msg.write_bytes(b"From a@example.org Mon Jan  1 00:00:00 2024\n" + EML % (1, 1)
+                    + b"\nFrom now on we meet on Mondays.\n\nFrom the notes: bring coffee.\n")
+    (ex,) = list(iter_examples(tmp_path))
+    assert ex.id == "ham/msg1" and ex.label == "ham"
+    assert "From now on" in example_text(ex) and "bring coffee" in example_text(ex)
+
+
+def test_what_is_not_a_regular_file_is_skipped(tmp_path: Path) -> None:
+    import os
+
+    (tmp_path / "ham").mkdir()
+    (tmp_path / "ham" / "a.eml").write_bytes(EML % (1, 1))
+    (tmp_path / "ham" / "dangling").symlink_to(tmp_path / "absent")
+    os.mkfifo(tmp_path / "ham" / "pipe")  # opening it would block for good
+    assert [ex.id for ex in iter_examples(tmp_path)] == ["ham/a.eml"]
+
+
+def test_json_rows_bom_subject_body_and_blank_labels(tmp_path: Path) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_bytes(b"\xef\xbb\xbf" + b"\n".join(json.dumps(r).encode() for r in [
+        {"id": "a", "label": "spam", "text": 123},
+        {"id": "b", "label": "ham", "subject": "Lunch", "body": "At noon?", "from": "x@y.org"},
+    ]))
+    a, b = list(iter_examples(rows))
+    assert a.text == "123"
+    assert example_text(b).startswith("Subject: Lunch") and "At noon?" in example_text(b)
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text(json.dumps({"id": "c", "label": "  ", "text": "hi"}) + "\n")
+    with pytest.raises(DataError, match=r"blank.jsonl:1: blank label"):
+        list(iter_examples(blank))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text(json.dumps({"id": "d", "label": "ham"}) + "\n")
+    with pytest.raises(DataError, match="no message"):
+        list(iter_examples(empty))
+
+
+def test_data_without_a_split_is_split_by_id_the_same_everywhere() -> None:
+    def ex(i: int, split: str | None = None) -> Example:
+        return Example(f"msg-{i}", "ham", split, "s", None, "t")
+
+    shares = [assigned_split(ex(i)) for i in range(5000)]
+    assert {s: round(shares.count(s) / 5000, 1) for s in set(shares)} == {
+        "train": 0.8, "val": 0.1, "test": 0.1}
+    assert shares == [assigned_split(ex(i)) for i in range(5000)]  # stable
+    assert assigned_split(ex(1, "test")) == "test"  # a given split wins
+    assert normalize_split("Validation") == "val"
+    with pytest.raises(DataError):
+        normalize_split("tset")

@@ -170,6 +170,13 @@ def test_binary_model_gets_threshold_and_eval_cli(
         assert key in result["by_source"]["t"]
     assert result["n"] == 12 and result["f1"] == 1.0
     code = cli_main(["eval", "--model", str(tmp_path / "art"), "--data", str(data), "--json",
+                     "--positive-label", "ham"])
+    assert code == 0
+    as_ham = json.loads(capsys.readouterr().out)  # cuts reported on p(ham), where they apply
+    assert as_ham["threshold"] == pytest.approx(1 - meta["threshold"])
+    assert as_ham["thresholds"]["text"] == pytest.approx(1 - meta["thresholds"]["text"])
+    assert (as_ham["tp"], as_ham["fp"]) == (result["tn"], result["fn"])
+    code = cli_main(["eval", "--model", str(tmp_path / "art"), "--data", str(data), "--json",
                      "--quantize", "int8"])
     assert code == 0
     int8 = json.loads(capsys.readouterr().out)
@@ -269,3 +276,106 @@ def test_choose_thresholds_per_kind_and_binary_metrics_cuts() -> None:
     m = binary_metrics(y, p, 0.5, [t[k] for k in kinds])
     assert (m["tp"], m["fp"], m["fn"]) == (2, 0, 0)
     assert binary_metrics(y, p, 0.5)["tp"] == 1  # one shared cut misses the text spam
+
+
+def _spam_ham_promo(path: Path, per_label: int = 30, seed: int = 5) -> Path:
+    rng = random.Random(seed)
+    words = {"spam": "free prize win cash call claim now urgent".split(),
+             "ham": "meeting lunch report tomorrow notes project review team".split(),
+             "promo": "sale discount offer shop store coupon deal week".split()}
+    rows = []
+    for label, pool in words.items():
+        for i in range(per_label):
+            # Some words of another label, so the model makes mistakes to count.
+            other = words[rng.choice([k for k in words if k != label])]
+            text = " ".join(rng.choice(pool if rng.random() < 0.6 else other) for _ in range(5))
+            split = ["train", "train", "train", "val", "test"][i % 5]
+            rows.append({"id": f"{label}-{i}", "label": label, "split": split, "text": text})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_eval_of_three_labels_with_spam_among_them_scores_the_models_decisions(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before, a spam label among three was scored at a fixed 0.5 cut on p(spam), which
+    disagreed with the labels the model gives (the most probable one)."""
+    data = _spam_ham_promo(tmp_path / "three.jsonl")
+    train(_options(data, tmp_path / "art", epochs=3))
+    assert cli_main(["eval", "--model", str(tmp_path / "art"), "--data", str(data), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    test_rows = [json.loads(line) for line in data.read_text().splitlines()]
+    test_rows = [r for r in test_rows if r["split"] == "test"]
+    predictor = Predictor.load(tmp_path / "art", device="cpu")
+    predicted = [p.label for p in predictor.predict([r["text"] for r in test_rows])]
+    truth = [r["label"] for r in test_rows]
+    assert result["positive_label"] == "spam" and result["threshold"] is None
+    assert result["tp"] + result["fp"] == predicted.count("spam")
+    assert result["tp"] == sum(1 for t, p in zip(truth, predicted, strict=True)
+                               if t == p == "spam")
+    assert result["accuracy"] == pytest.approx(
+        sum(t == p for t, p in zip(truth, predicted, strict=True)) / len(truth))
+    assert set(result["per_label"]) == {"ham", "promo", "spam"} and "macro_f1" in result
+
+
+def test_unsplit_mail_is_split_alike_in_train_and_eval(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before, eval kept data without a split for every --split: it scored training mail."""
+    from model.data import assigned_split, iter_examples
+
+    rng = random.Random(2)
+    words = {"spam": "free prize win cash call claim now urgent".split(),
+             "ham": "meeting lunch report tomorrow notes project review team".split()}
+    for label, pool in words.items():
+        (tmp_path / "mail" / label).mkdir(parents=True)
+        for i in range(60):
+            body = " ".join(rng.choice(pool) for _ in range(8))
+            (tmp_path / "mail" / label / f"{i}.eml").write_text(
+                f"From: a@example.org\nSubject: note {i}\n\n{body}\n")
+    mail = tmp_path / "mail"
+    shares = [assigned_split(ex) for ex in iter_examples(mail)]
+    meta = train(_options(mail, tmp_path / "art", epochs=2))
+    assert sum(meta["training"]["counts"]["train"].values()) == shares.count("train")
+    assert cli_main(["eval", "--model", str(tmp_path / "art"), "--data", str(mail),
+                     "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == shares.count("test") < len(shares) // 5
+
+
+def test_train_refuses_what_cannot_give_a_model_before_training(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _write_data(tmp_path / "topics.jsonl")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert cli_main(["train", "--data", str(data), "--out", str(afile)]) == 2
+    assert "--out" in capsys.readouterr().err
+    # An explicit positive label the data does not have.
+    binary = tmp_path / "bin.jsonl"
+    rows = [{"id": str(i), "label": "junk" if i % 2 else "ham", "split": "val" if i % 4 < 2
+             else "train", "text": "cash" if i % 2 else "lunch"} for i in range(16)]
+    binary.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    code = cli_main(["train", "--data", str(binary), "--out", str(tmp_path / "o"), "--epochs", "1",
+                     "--positive-label", "Spam", "--quiet"])
+    assert code == 2 and "'Spam' is not one of the labels" in capsys.readouterr().err
+    # No validation spam: no threshold can be chosen (before: a TypeError after training).
+    rows = [{"id": str(i), "label": "spam" if i % 2 else "ham",
+             "split": "val" if i % 2 == 0 and i % 4 == 0 else "train",
+             "text": "cash" if i % 2 else "lunch"} for i in range(16)]
+    binary.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    code = cli_main(["train", "--data", str(binary), "--out", str(tmp_path / "o"), "--epochs", "1",
+                     "--quiet"])
+    assert code == 2 and "validation split has no 'spam' examples" in capsys.readouterr().err
+
+
+def test_predict_reads_a_bom_gzip_and_subject_body_rows(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [{"id": "a", "text": "free cash prize"}, {"id": "b", "subject": "Lunch", "body": "noon"}]
+    plain = b"\xef\xbb\xbf" + b"\n".join(json.dumps(r).encode() for r in rows) + b"\n"
+    for name, content in (("bom.jsonl", plain), ("rows.jsonl.gz", gzip.compress(plain)),
+                          ("rows.bin", gzip.compress(plain))):
+        (tmp_path / name).write_bytes(content)
+        assert cli_main(["predict", str(tmp_path / name)]) == 0, name
+        out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [o["id"] for o in out] == ["a", "b"], name
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"id": "c"}\n')
+    assert cli_main(["predict", str(empty)]) == 2
+    assert "no message" in capsys.readouterr().err
