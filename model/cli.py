@@ -242,10 +242,14 @@ def _load_predictor(args: argparse.Namespace) -> Any:
     from model.predictor import Predictor
 
     torch.set_num_threads(max(1, args.threads))
-    return Predictor.load(
+    predictor = Predictor.load(
         args.model, device=args.device, max_tokens=args.max_tokens, threshold=args.threshold,
         quantize=args.quantize,
     )
+    if args.threshold is not None and len(predictor.labels) != 2:
+        raise ValueError(f"--threshold needs a two-label model; {args.model} has "
+                         f"{len(predictor.labels)} and takes the most probable")
+    return predictor
 
 
 def _read_input(path: str) -> bytes:

@@ -54,8 +54,9 @@ from worker.kafka import (
     source_record,
     unreadable_partition,
 )
-from worker.metrics import Health, Metrics, MetricsServer
+from worker.metrics import Health, Metrics, MetricsServer, ProgressClock
 from worker.offsets import OffsetTracker, Partition
+from worker.stop import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,9 @@ _DECODING_POLL_MS = 5  # while decoding processes hold records, the loop looks b
 # A commit waits at most this long, so that a broker outage cannot stall the loop (and the
 # probes it updates) for the client's default minute.
 _COMMIT_TIMEOUT_MS = 5_000
+# Each client's close after the drain. Shutdown ends within drain_timeout_s + the final commit
+# (_COMMIT_TIMEOUT_MS) + both closes: 20 + 5 + 2 × 2 s with the defaults (README, Operations).
+_CLOSE_TIMEOUT_MS = 2_000
 _SORT_WINDOW_BATCHES = 8  # batches sorted together by length when a backlog queues them
 _PUBLISH_QUEUE_WINDOWS = 4
 _RESEND_CHECK_S = 0.1  # how often an idle publisher looks for produces due again
@@ -304,13 +308,13 @@ class Worker:
         config: Config,
         classifier: Classifier | None = None,
         metrics: Metrics | None = None,
-        stop_event: threading.Event | None = None,
+        stop_event: StopRequest | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
         self.health = Health()
         self._classifier = classifier
-        self._stop = stop_event or threading.Event()
+        self._stop = stop_event or StopRequest()
         # Built now so that a bad setting stops the worker before it loads the model.
         self._consumer_settings = consumer_settings(config.kafka)
         self._producer_settings = producer_settings(config.kafka)
@@ -342,7 +346,7 @@ class Worker:
         self._last_tracked: dict[Partition, int] = {}
         self._last_commit_at = 0.0
         self._last_lag_at = 0.0
-        self._progress_at = time.monotonic()
+        self._progress = ProgressClock(time.monotonic())
         self._records_at = float("-inf")  # when a poll last returned records
         self._lag_total = 0
         self._server: MetricsServer | None = None
@@ -861,7 +865,8 @@ class Worker:
 
     # -- offsets, rebalances, backpressure, lag ------------------------------------------------
 
-    def _commit(self, force: bool = False, only: set[Partition] | None = None) -> None:
+    def _commit(self, force: bool = False, only: set[Partition] | None = None,
+                timeout_ms: int = _COMMIT_TIMEOUT_MS) -> None:
         now = time.monotonic()
         if not force and now - self._last_commit_at < self.config.kafka.commit_interval_ms / 1e3:
             return
@@ -871,13 +876,13 @@ class Worker:
             offsets = {p: o for p, o in offsets.items() if p in only}
         if not offsets:
             if self._lag_total == 0:
-                self._progress_at = now
+                self._progress.progressed(now)
             return
         consumer = self._consumer
         assert consumer is not None
         try:
             consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                             for (t, p), o in offsets.items()}, timeout_ms=_COMMIT_TIMEOUT_MS)
+                             for (t, p), o in offsets.items()}, timeout_ms=timeout_ms)
         except KafkaError as exc:
             self.metrics.commit_failures.inc()
             log.warning("offset commit failed (will retry): %s", exc)
@@ -889,7 +894,7 @@ class Worker:
         self.metrics.offsets_committed.inc(covered)
         self.metrics.commits.inc()
         self.metrics.last_commit.set(time.time())
-        self._progress_at = now
+        self._progress.progressed(now)
 
     def _set_connected(self, connected: bool) -> None:
         self.health.connected = connected
@@ -911,7 +916,7 @@ class Worker:
                 if self._paused and tps:
                     # A later event of the same poll may have taken some back already.
                     consumer.pause(*(tps & consumer.assignment()))
-                self._progress_at = time.monotonic()
+                self._progress.progressed(time.monotonic())
                 continue
             current = consumer.assignment()
             gone = {(tp.topic, tp.partition) for tp in tps if tp not in current}
@@ -974,8 +979,10 @@ class Worker:
         except KafkaError as exc:
             log.warning("cannot read end offsets (broker unreachable?): %s", exc)
             self._set_connected(False)
+            self._progress.unreachable(now)
             return
         self._set_connected(True)
+        self._progress.reachable(now)
         total = 0
         for tp in assigned:
             end = max(ends.get(tp) or 0, consumer.highwater(tp) or 0)
@@ -990,7 +997,7 @@ class Worker:
             self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
         self._lag_total = total
         self.metrics.ready.set(1 if self.health.ready()[0] else 0)
-        stuck_for = now - self._progress_at
+        stuck_for = self._progress.stalled_for(now)
         if total > 0 and stuck_for > self.config.health.stuck_after_s:
             self.health.stuck_reason = (
                 f"lag {total} but no offset committed for {stuck_for:.0f} s"
@@ -1003,7 +1010,10 @@ class Worker:
     def _drain(self, inference: threading.Thread, publisher: threading.Thread) -> None:
         consumer = self._consumer
         assert consumer is not None
-        deadline = time.monotonic() + self.config.shutdown.drain_timeout_s
+        # From the stop request: the loop step it interrupted (a commit or an end-offsets
+        # request to an unreachable broker can take seconds) counts against the deadline.
+        stopped_at = self._stop.requested_at or time.monotonic()
+        deadline = stopped_at + self.config.shutdown.drain_timeout_s
         log.info("draining: %d records in flight", self._tracker.in_flight())
         consumer.pause(*consumer.assignment())  # stop fetching; keep the membership
         decoding = self._decoding
@@ -1015,7 +1025,8 @@ class Worker:
             self._submit(batch)
         self._batches.put(None)
         while self._tracker.in_flight() > 0 and time.monotonic() < deadline:
-            self._commit()
+            # A commit to a broker that is away must not run past the deadline.
+            self._commit(timeout_ms=max(100, int((deadline - time.monotonic()) * 1000)))
             # The publisher sends what is left (results, dead letters, retries) and
             # acknowledgements arrive on the producer's thread; the consumer's IO thread keeps
             # heartbeating meanwhile, and there is nothing to poll while paused.
@@ -1045,12 +1056,15 @@ class Worker:
             self._decoding.close()
         if self._consumer is not None:
             try:
-                self._consumer.close(autocommit=False)
+                # Bounded: the default waits up to request_timeout_ms for a broker that is away.
+                self._consumer.close(autocommit=False, timeout_ms=_CLOSE_TIMEOUT_MS)
             except Exception as exc:
                 log.warning("consumer close: %s", exc)
         if self._producer is not None:
             try:
-                self._producer.close(timeout=5)
+                # Flushed at the drain deadline already: what is still unacknowledged is
+                # classified again after the restart, so do not wait long for it.
+                self._producer.close(timeout=_CLOSE_TIMEOUT_MS / 1000)
             except Exception as exc:
                 log.warning("producer close: %s", exc)
         if self._server is not None:

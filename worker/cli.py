@@ -9,7 +9,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from worker.errors import BrokerError, ConfigError, StreamclfError
+from worker.stop import StopRequest, stop_on_signals
 
 log = logging.getLogger("streamclf")
 
@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace) -> NoReturn:
     # Handlers first: a SIGTERM during start-up (model loading can take seconds) still ends
     # in an orderly exit 0 instead of the default kill.
-    stop_requested = threading.Event()
+    stop_requested = StopRequest()
     stop_on_signals(stop_requested.set)
 
     from worker.app import Worker
@@ -153,20 +153,6 @@ def exit_process(code: int) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-def stop_on_signals(stop: Any) -> None:
-    """Call `stop` on SIGTERM and SIGINT."""
-
-    def handler(signum: int, _frame: Any) -> None:
-        stop()
-        # Logged from another thread: a handler that writes to a stream the interrupted code
-        # was writing to raises "reentrant call".
-        threading.Thread(target=log.info, args=("received %s: stopping",
-                                                signal.Signals(signum).name)).start()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
 
 
 # -- broker -----------------------------------------------------------------------------------

@@ -118,7 +118,8 @@ class LoggingConfig:
 
 @dataclass(frozen=True)
 class ShutdownConfig:
-    # SIGTERM: finish, flush and commit within this deadline (below Kubernetes' 30 s grace).
+    # SIGTERM: finish and flush until this long after the signal; the final commit (<= 5 s) and
+    # the client closes (<= 2 s each) follow. Keep the sum below Kubernetes' grace period.
     drain_timeout_s: float = 20.0
 
 

@@ -183,6 +183,32 @@ class Health:
         return True, "alive"
 
 
+class ProgressClock:
+    """How long the worker has gone without progress (a commit, or nothing left to commit), not
+    counting time the broker was unreachable: after a long outage the worker gets a fresh
+    `health.stuck_after_s` to catch up, instead of failing liveness (every pod at once) the
+    moment the broker is back."""
+
+    def __init__(self, now: float) -> None:
+        self._since = now
+        self._unreachable_at: float | None = None
+
+    def progressed(self, now: float) -> None:
+        self._since = now
+
+    def unreachable(self, now: float) -> None:
+        if self._unreachable_at is None:
+            self._unreachable_at = now
+
+    def reachable(self, now: float) -> None:
+        if self._unreachable_at is not None:
+            self._since = min(now, self._since + (now - self._unreachable_at))
+            self._unreachable_at = None
+
+    def stalled_for(self, now: float) -> float:
+        return now - self._since
+
+
 class MetricsServer:
     """A small threaded HTTP server for the metrics and probe endpoints."""
 

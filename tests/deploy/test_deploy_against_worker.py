@@ -16,7 +16,6 @@ SAMPLE_ENV = {
         "STREAMCLF__KAFKA__CLIENT_ID": "worker-1",
     },
     "k8s/base/worker.yaml": {
-        "STREAMCLF__KAFKA__GROUP_INSTANCE_ID": "streamclf-7d9f8b6c5-x2x4q",
         "STREAMCLF__KAFKA__CLIENT_ID": "streamclf-7d9f8b6c5-x2x4q",
         "STREAMCLF__MODEL__DEVICE": "cuda",
         "STREAMCLF__BATCHING__MAX_BATCH_SIZE": "256",

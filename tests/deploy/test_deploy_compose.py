@@ -85,8 +85,8 @@ def test_two_workers_with_distinct_static_membership(model: dict) -> None:
         assert service["depends_on"]["topics"]["condition"] == "service_completed_successfully"
         assert service["command"] == ["run", "--config", "/etc/streamclf/worker.yaml"]
         assert service["read_only"] is True
-        # Longer than the worker's drain deadline.
-        assert service["stop_grace_period"] == "30s"
+        # Longer than the worker's drain deadline plus its final commit and closes (9 s).
+        assert service["stop_grace_period"] == "40s"
 
 
 def test_load_generator_produces_into_the_input_topic(model: dict) -> None:

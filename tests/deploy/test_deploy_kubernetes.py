@@ -161,12 +161,15 @@ def test_deployment_lifecycle_and_security(rendered: dict[str, list[dict]], buil
     variables = env(objects)
     drain = float(variables["STREAMCLF__SHUTDOWN__DRAIN_TIMEOUT_S"]["value"])
     assert drain == config["shutdown"]["drain_timeout_s"] == 20
-    assert pod["terminationGracePeriodSeconds"] == 30 and drain + 5 <= 30
-    # Static membership id from the pod name (downward API).
-    assert (
-        variables["STREAMCLF__KAFKA__GROUP_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
-        == "metadata.name"
-    )
+    # After the drain: the final commit (5 s) and two client closes (2 s each).
+    assert pod["terminationGracePeriodSeconds"] == 40 and drain + 9 < 40
+    # No static membership: pod names change, and a static member never leaves the group.
+    assert "STREAMCLF__KAFKA__GROUP_INSTANCE_ID" not in variables
+    assert variables["STREAMCLF__KAFKA__CLIENT_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.name")
+    # No surge: a pod beyond the partition count never turns ready, which would stall a rollout.
+    rolling = one(objects, "Deployment")["spec"]["strategy"]["rollingUpdate"]
+    assert (rolling["maxSurge"], rolling["maxUnavailable"]) == (0, 1)
     assert (
         pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
     )

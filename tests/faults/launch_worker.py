@@ -9,13 +9,13 @@ inference slower than `max_poll_interval_ms`.
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from worker.cli import exit_process, setup_logging, stop_on_signals
+from worker.cli import exit_process, setup_logging
 from worker.config import load_config
+from worker.stop import StopRequest, stop_on_signals
 
 
 class SlowModel:
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--slow-ms", type=float, default=0.0)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
-    stop_requested = threading.Event()
+    stop_requested = StopRequest()
     stop_on_signals(stop_requested.set)  # before the slow imports, as `streamclf run` does
 
     from model.predictor import Predictor

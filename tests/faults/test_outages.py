@@ -60,6 +60,45 @@ def test_broker_link_cut_and_restored(broker, topics, tmp_path):
     reader.close()
 
 
+def test_an_outage_longer_than_stuck_after_s_does_not_fail_liveness_once_it_ends(
+        broker, topics, tmp_path):
+    """The no-progress clock ran on through an outage: the first lag reading after it found lag
+    and no commit for longer than stuck_after_s, and liveness failed at once (every pod of a
+    deployment, restarted together just as the broker came back)."""
+    names = topics()
+    group = "outage-" + uuid.uuid4().hex[:6]
+    proxy = Proxy(broker).start()
+    stream = Stream(broker, names["input"], count=100_000, rate=20).start()
+    reader = TopicReader(broker, names["output"])
+    # Batches of a second: after the outage the lag is read before the first commit.
+    worker = WorkerProcess(proxy.bootstrap, names, group, slow_ms=1000, log_dir=tmp_path,
+                           extra=("health.stuck_after_s=5", "kafka.lag_refresh_ms=200")).start()
+    unhealthy: list[str] = []
+    try:
+        reader.wait_for(20, timeout_s=120)
+        proxy.stop()
+        cut_at = time.monotonic()
+        poll_until(lambda: worker.status("/readyz") == 503, timeout_s=30, what="503 in the cut")
+        poll_until(lambda: time.monotonic() - cut_at >= 12, timeout_s=20, what="a 12 s cut")
+        proxy.start()
+        restored_at = time.monotonic()
+        done_before = len(reader.read())
+
+        def caught_up() -> bool:
+            if worker.status("/healthz") != 200:  # liveness: Kubernetes would restart it
+                unhealthy.append(f"{time.monotonic() - restored_at:.1f} s after the restore")
+            return len(reader.read()) >= done_before + 60
+
+        poll_until(caught_up, timeout_s=120, what="results after the outage")
+    finally:
+        stream.stop()
+        code = worker.terminate()
+        proxy.stop()
+        reader.close()
+    assert code == 0
+    assert not unhealthy, f"liveness failed after the outage: {unhealthy[:3]}"
+
+
 def test_slow_model_keeps_membership_and_pauses(broker, topics, tmp_path):
     names = topics()
     group = "slow-" + uuid.uuid4().hex[:6]

@@ -8,7 +8,7 @@ import socket
 from prometheus_client.core import GaugeMetricFamily
 
 from worker import metrics as metrics_module
-from worker.metrics import Health, Metrics, MetricsServer
+from worker.metrics import Health, Metrics, MetricsServer, ProgressClock
 
 
 def serve() -> tuple[MetricsServer, Metrics]:
@@ -71,3 +71,20 @@ def test_idle_connections_are_closed(monkeypatch) -> None:
 def test_stop_without_start_returns() -> None:
     server = MetricsServer(Metrics(), Health(), "127.0.0.1", 0)
     server.stop()  # used to wait forever for a serve_forever that never ran
+
+
+def test_time_the_broker_was_unreachable_does_not_count_as_stalled() -> None:
+    clock = ProgressClock(now=100.0)
+    assert clock.stalled_for(130.0) == 30.0
+    clock.unreachable(130.0)
+    clock.unreachable(200.0)  # still away: the outage began at 130
+    clock.reachable(280.0)  # 150 s outage, the kind that failed every pod's liveness at once
+    assert clock.stalled_for(281.0) == 31.0  # 30 s before the outage, 1 s after
+    clock.reachable(300.0)  # no outage in between: nothing to take off
+    assert clock.stalled_for(300.0) == 50.0
+    clock.progressed(310.0)
+    assert clock.stalled_for(315.0) == 5.0
+    clock.unreachable(320.0)
+    clock.progressed(330.0)  # a commit got through meanwhile
+    clock.reachable(340.0)
+    assert clock.stalled_for(340.0) == 0.0  # never behind the last progress

@@ -315,6 +315,9 @@ def test_eval_of_three_labels_with_spam_among_them_scores_the_models_decisions(
     assert result["accuracy"] == pytest.approx(
         sum(t == p for t, p in zip(truth, predicted, strict=True)) / len(truth))
     assert set(result["per_label"]) == {"ham", "promo", "spam"} and "macro_f1" in result
+    assert cli_main(["eval", "--model", str(tmp_path / "art"), "--data", str(data),
+                     "--threshold", "0.3"]) == 2  # three labels: no cut to move
+    assert "--threshold needs a two-label model" in capsys.readouterr().err
 
 
 def test_unsplit_mail_is_split_alike_in_train_and_eval(
