@@ -246,9 +246,11 @@ def _load_predictor(args: argparse.Namespace) -> Any:
         args.model, device=args.device, max_tokens=args.max_tokens, threshold=args.threshold,
         quantize=args.quantize,
     )
-    if args.threshold is not None and len(predictor.labels) != 2:
-        raise ValueError(f"--threshold needs a two-label model; {args.model} has "
-                         f"{len(predictor.labels)} and takes the most probable")
+    if args.threshold is not None and (len(predictor.labels) != 2
+                                       or predictor.positive_label is None):
+        raise ValueError(f"--threshold needs a two-label model with a positive label; "
+                         f"{args.model} (labels {list(predictor.labels)}) gives the most "
+                         "probable label")
     return predictor
 
 

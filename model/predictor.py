@@ -178,6 +178,11 @@ class Predictor:
         except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
             raise ArtifactError(f"{art.path}: the weights do not fit its model config: {exc}"
                                 ) from exc
+        broken = [name for name, tensor in art.state_dict.items()
+                  if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+        if broken:  # it would score every text NaN
+            raise ArtifactError(f"{art.path}: weights that are not finite numbers: "
+                                f"{', '.join(broken[:5])}")
         if quantize == "int8" or (quantize == "auto" and dev.type == "cpu"):
             try:
                 model = quantize_int8(model.eval())

@@ -266,6 +266,30 @@ def poll_timeout_ms(since_records_s: float, until_due_s: float | None) -> int:
     return longest if until_due_s is None else min(longest, int(until_due_s * 1000))
 
 
+def routes_for(routes: dict[str, str], labels: Sequence[str], model_id: str) -> dict[str, str]:
+    """`output.routes` keyed by the model's own labels. A key matches its label exactly, or
+    else ignoring case when that is unambiguous (environment variables are read lower-cased:
+    STREAMCLF__OUTPUT__ROUTES__FR gives `fr`). A key that names no label is a config error, not
+    a route that never fires."""
+    resolved = {}
+    for key, topic in routes.items():
+        if key in labels:
+            resolved[key] = topic
+            continue
+        matches = [label for label in labels if label.lower() == key.lower()]
+        if len(matches) != 1:
+            raise ConfigError(f"output.routes.{key}: not a label of {model_id} "
+                              f"(labels: {', '.join(labels)})")
+        resolved[matches[0]] = topic
+    return resolved
+
+
+def _finite(prediction: Prediction) -> bool:
+    # A NaN or an infinity makes the sum non-finite (probabilities cannot overflow it).
+    total = prediction.score + sum(prediction.scores.values())
+    return total - total == 0.0
+
+
 def _in_partitions(partitions: set[Partition], request: Request) -> bool:
     return (request.record.topic, request.record.partition) in partitions
 
@@ -353,6 +377,7 @@ class Worker:
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._model_id = ""
+        self._routes: dict[str, str] = {}
         self._classified_counters: dict[str, Any] = {}
         self._lanes = 1
         self._decoding: DecodePool | None = None
@@ -374,8 +399,12 @@ class Worker:
         """Run until `stop()`; drain, commit and return the exit code."""
         cfg = self.config
         if cfg.metrics.enabled:
-            self._server = MetricsServer(self.metrics, self.health, cfg.metrics.host,
-                                         cfg.metrics.port)
+            try:
+                self._server = MetricsServer(self.metrics, self.health, cfg.metrics.host,
+                                             cfg.metrics.port)
+            except OSError as exc:  # e.g. the port is taken
+                raise ConfigError(f"metrics.port: cannot listen on {cfg.metrics.host}:"
+                                  f"{cfg.metrics.port}: {exc.strerror or exc}") from exc
             self._server.start()
             self.metrics_port = self._server.port
             log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, self.metrics_port)
@@ -451,6 +480,12 @@ class Worker:
             torch.set_num_threads(threads)
             loaded.warm_up()  # before readiness: the first forward passes are the slowest
         self._model_id = f"{c.name}@{c.version}"
+        self._routes = routes_for(self.config.output.routes, c.labels, self._model_id)
+        threshold = self.config.model.threshold
+        if threshold is not None and loaded is not None and (
+                len(c.labels) != 2 or getattr(c, "positive_label", None) is None):
+            raise ConfigError(f"model.threshold: {self._model_id} (labels {list(c.labels)}) has "
+                              "no positive label to cut on; it gives the most probable label")
         self.metrics.model_info.labels(c.name, c.version, str(c.device)).set(1)
         for label in c.labels:
             self.metrics.classified.labels(label)
@@ -707,7 +742,11 @@ class Worker:
                 raise ValueError(f"the model gave {len(predictions)} predictions for "
                                  f"{len(chunk)} texts")
             for i, prediction in zip(chunk, predictions, strict=True):
-                out[i] = prediction
+                if _finite(prediction):
+                    out[i] = prediction
+                else:  # NaN is not JSON: such a result would break its consumers
+                    self._inference_failed(window[i], ValueError(
+                        f"the model gave non-finite scores {prediction.scores}"))
             return
         except Exception as exc:
             if not retry:  # the traceback once per batch, not once per halving
@@ -747,7 +786,7 @@ class Worker:
         )
         record = request.record
         done: Callable[[object], None] = partial(self._done_classified, record, label)
-        routed = self.config.output.routes.get(label)
+        routed = self._routes.get(label)
         completion = None
         if routed:  # the record is done once both copies are acknowledged
             completion = _Completion(2, done, partial(self._ack_record, record))

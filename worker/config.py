@@ -273,9 +273,12 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {_describe(value)}")
         # Entries may come one by one from env or --set (kafka.consumer.session_timeout_ms=6000).
+        # Keys as strings: YAML reads `1:` or `yes:` (labels of a user's model) as a number or
+        # a boolean, which would never equal the label "1" or "yes".
+        keys = {k: str(k).lower() if isinstance(k, bool) else str(k) for k in value}
         if len(args) == 2 and args[1] is not Any:
-            return {k: _coerce(args[1], v, f"{path}.{k}") for k, v in value.items()}
-        return {k: _yaml_value(v) for k, v in value.items()}
+            return {keys[k]: _coerce(args[1], v, f"{path}.{keys[k]}") for k, v in value.items()}
+        return {keys[k]: _yaml_value(v) for k, v in value.items()}
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -326,6 +329,16 @@ def _validate(config: Config) -> None:
         raise ConfigError("input.decode_processes: must be zero (the main thread) or more")
     if not config.kafka.input_topics:
         raise ConfigError("kafka.input_topics: at least one topic is needed")
+    topics = {"kafka.output_topic": config.kafka.output_topic,
+              "kafka.dlq_topic": config.kafka.dlq_topic,
+              **{f"kafka.input_topics[{i}]": t for i, t in enumerate(config.kafka.input_topics)},
+              **{f"output.routes.{label}": t for label, t in config.output.routes.items()}}
+    for key, topic in topics.items():
+        if not _TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
+            raise ConfigError(f"{key}: {topic!r} is not a topic name (1-249 of a-z A-Z 0-9 . _ -)")
+    for key in ("kafka.output_topic", "kafka.dlq_topic"):
+        if topics[key] in config.kafka.input_topics:  # the worker would read its own output
+            raise ConfigError(f"{key}: {topics[key]!r} is also an input topic")
     for label, topic in config.output.routes.items():
         if topic == config.kafka.output_topic or topic in config.kafka.input_topics:
             # The output topic would get the result twice; an input topic would loop.
@@ -359,5 +372,8 @@ def redacted(config: Config) -> dict[str, Any]:
 _SECRET_KEY = re.compile(r"password|secret|sasl_oauth|token(?!s)")  # not model.max_tokens
 
 
-def _is_secret(key: str) -> bool:
-    return _SECRET_KEY.search(key.lower()) is not None
+def _is_secret(key: object) -> bool:
+    return _SECRET_KEY.search(str(key).lower()) is not None
+
+
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")  # Kafka's rule for topic names

@@ -532,6 +532,47 @@ def test_a_model_that_miscounts_its_predictions_gives_no_record_two_outcomes(bro
     out.close()
 
 
+class NanModel(PoisonedModel):
+    """The bundled model, except that texts holding NAN score NaN (a broken model would)."""
+
+    def tokenize(self, text: str) -> list[int]:
+        return [-2] if "NAN" in text else self.inner.tokenize(text)
+
+    def predict_ids(self, seqs):
+        from model.predictor import Prediction
+
+        good = self.inner.predict_ids([[1] if -2 in s else s for s in seqs])
+        nan = float("nan")
+        return [Prediction("ham", nan, {"ham": nan, "spam": nan}) if -2 in s else p
+                for s, p in zip(seqs, good, strict=True)]
+
+
+def test_non_finite_scores_are_dead_letters_not_results(broker, topics):
+    """NaN is not JSON: a result carrying it would break the consumers of the output topic."""
+    names = topics(partitions=1)
+    produce(broker, names["input"], [(f"n{i}".encode(), json.dumps(
+        {"text": "NAN here" if i % 4 == 0 else f"hello number {i}"}).encode()) for i in range(12)])
+    out = TopicReader(broker, names["output"], names["dlq"])
+    port = free_port()
+    config = load_config(None, [*settings(broker, names, port), "model.lanes=1"], environ={})
+    worker = Worker(config, classifier=NanModel())
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        got = out.wait_for(12)
+    finally:
+        worker.stop()
+        thread.join(timeout=60)
+    where = {r.key: r for r in got}
+    dead = {k for k, r in where.items() if r.topic == names["dlq"]}
+    assert dead == {b"n0", b"n4", b"n8"}
+    assert all(dict(where[k].headers)["streamclf-error"] == b"inference" for k in dead)
+    for record in got:
+        if record.topic == names["output"]:
+            json.loads(record.value, parse_constant=lambda c: pytest.fail(f"{c} in a result"))
+    out.close()
+
+
 def test_worker_serves_a_three_label_model_unchanged(broker, topics, tmp_path):
     """Labels come from the artifact: a topic model trained here runs through the same worker."""
     from model.train import train

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from worker.config import load_config, redacted
@@ -43,20 +45,23 @@ def test_env_list_as_comma_separated():
 
 def test_env_and_set_strings_are_taken_verbatim():
     """A string key takes the value as typed: YAML would cut a password at ` #`, read `0123`
-    as octal 83 and `12:30` as 750 (sexagesimal), and refuse `yes` or `~` as strings."""
+    as octal 83, `12:30` as 750 (sexagesimal) and `1_000` as 1000, and refuse `yes` or `~` as
+    strings."""
     env = {"STREAMCLF__KAFKA__SASL_PLAIN_PASSWORD": "s3cret #1",
            "STREAMCLF__KAFKA__GROUP_ID": "0123",
-           "STREAMCLF__KAFKA__OUTPUT_TOPIC": "12:30",
+           "STREAMCLF__KAFKA__SASL_PLAIN_USERNAME": "12:30",
+           "STREAMCLF__KAFKA__OUTPUT_TOPIC": "1_000",
            "STREAMCLF__KAFKA__DLQ_TOPIC": "yes",
            "STREAMCLF__KAFKA__CLIENT_ID": "~"}
-    config = load_config(None, ["kafka.input_topics=0x1F,[b]", "output.routes.spam=0123"],
+    config = load_config(None, ["kafka.input_topics=0x1F,007", "output.routes.spam=0123"],
                          environ=env)
     assert config.kafka.sasl_plain_password == "s3cret #1"
     assert config.kafka.group_id == "0123"
-    assert config.kafka.output_topic == "12:30"
+    assert config.kafka.sasl_plain_username == "12:30"
+    assert config.kafka.output_topic == "1_000"
     assert config.kafka.dlq_topic == "yes"
     assert config.kafka.client_id == "~"
-    assert config.kafka.input_topics == ["0x1F", "[b]"]
+    assert config.kafka.input_topics == ["0x1F", "007"]
     assert config.output.routes == {"spam": "0123"}
 
 
@@ -170,3 +175,26 @@ def test_security_settings_reach_the_kafka_clients_and_unset_ones_stay_out(tmp_p
     for built in (consumer_settings(config.kafka), producer_settings(config.kafka)):
         assert built["security_protocol"] == "SASL_SSL"
         assert built["sasl_mechanism"] == "GSSAPI"
+
+
+@pytest.mark.parametrize("override, key", [
+    ("kafka.output_topic=in", "kafka.output_topic"),  # the worker would classify its results
+    ("kafka.dlq_topic=in", "kafka.dlq_topic"),  # a dead letter would be read back forever
+    ("kafka.output_topic=", "kafka.output_topic"),  # an unset variable in a manifest
+    ("kafka.dlq_topic=a b", "kafka.dlq_topic"),
+    ("output.routes.neg=", "output.routes.neg"),
+    ("kafka.input_topics=[in, 'x/y']", "kafka.input_topics[1]"),
+])
+def test_topics_that_cannot_work_are_config_errors(override, key):
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        load_config(None, ["kafka.input_topics=in", override], environ={})
+
+
+def test_mapping_keys_are_strings_whatever_yaml_reads_them_as(tmp_path):
+    path = tmp_path / "worker.yaml"
+    path.write_text("kafka: {input_topics: [in]}\noutput: {routes: {1: flagged, 0.5: half}}\n")
+    config = load_config(path, environ={})
+    assert config.output.routes == {"1": "flagged", "0.5": "half"}
+    assert redacted(config)["output"]["routes"] == config.output.routes  # no crash
+    path.write_text("kafka: {input_topics: [in]}\noutput: {routes: {yes: y}}\n")  # YAML 1.1: True
+    assert load_config(path, environ={}).output.routes == {"true": "y"}

@@ -1,0 +1,68 @@
+"""Settings that cannot work with the model the worker loads stop it at start-up (exit 2)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.artifact import load_artifact, save_artifact
+from tests.unit.test_model_train import _options, _write_data
+from worker.app import Worker, routes_for
+from worker.config import load_config
+from worker.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def three_labels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from model.train import train
+
+    tmp = tmp_path_factory.mktemp("three")
+    train(_options(_write_data(tmp / "topics.jsonl"), tmp / "art", epochs=1))
+    return tmp / "art"
+
+
+def start(*overrides: str) -> None:
+    # Nothing listens at the broker address: every check here comes before connecting.
+    config = load_config(None, ["kafka.bootstrap_servers=127.0.0.1:1", "kafka.input_topics=in",
+                                "metrics.enabled=false", *overrides], environ={})
+    Worker(config).run()
+
+
+def test_a_threshold_for_a_model_without_a_positive_label(three_labels: Path) -> None:
+    with pytest.raises(ConfigError, match="model.threshold: .* no positive label"):
+        start(f"model.path={three_labels}", "model.threshold=0.9")
+
+
+def test_a_route_for_a_label_the_model_does_not_have(three_labels: Path) -> None:
+    with pytest.raises(ConfigError, match=r"output.routes.spam: not a label of .*cooking"):
+        start(f"model.path={three_labels}", "output.routes.spam=quarantine")
+
+
+def test_route_keys_match_labels_ignoring_case_when_unambiguous() -> None:
+    # Environment variables are read lower-cased: STREAMCLF__OUTPUT__ROUTES__FR gives "fr".
+    assert routes_for({"fr": "t-fr", "DE": "t-de"}, ("DE", "EN", "FR"), "m@1") == {
+        "FR": "t-fr", "DE": "t-de"}
+    with pytest.raises(ConfigError, match="output.routes.fr"):
+        routes_for({"fr": "t"}, ("FR", "Fr"), "m@1")
+
+
+def test_a_metrics_port_already_taken() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"metrics.port: cannot listen on 127.0.0.1:{port}"):
+            start("metrics.enabled=true", "metrics.host=127.0.0.1", f"metrics.port={port}")
+
+
+def test_an_artifact_with_weights_that_are_not_numbers(three_labels: Path,
+                                                       tmp_path: Path) -> None:
+    art = load_artifact(three_labels)
+    state = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+             for k, v in art.state_dict.items()}
+    save_artifact(tmp_path / "nan", art.config, art.model_config, art.vocab, state)
+    with pytest.raises(ConfigError, match="model.path: .*not finite"):
+        start(f"model.path={tmp_path / 'nan'}")
