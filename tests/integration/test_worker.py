@@ -410,6 +410,20 @@ def test_a_stopping_worker_finishes_the_records_its_decoding_processes_hold(brok
     reader.close()
 
 
+def outcomes_with(classifier, broker, names, out, count, lanes=1):
+    """Run a worker with *classifier* in this process until *out* holds *count* records."""
+    config = load_config(None, [*settings(broker, names, free_port()), f"model.lanes={lanes}"],
+                         environ={})
+    worker = Worker(config, classifier=classifier)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        return out.wait_for(count)
+    finally:
+        worker.stop()
+        thread.join(timeout=60)
+
+
 class PoisonedModel:
     """The bundled model, except that it fails on any batch holding the word POISON."""
 
@@ -476,17 +490,7 @@ def test_inference_failures_dead_letter_only_the_culprit(broker, topics, lanes):
     records[37] = (b"p37", json.dumps({"id": "p37", "text": "POISON pill"}).encode())
     produce(broker, names["input"], records)
     out = TopicReader(broker, names["output"], names["dlq"])
-    port = free_port()
-    config = load_config(None, [*settings(broker, names, port), f"model.lanes={lanes}"],
-                         environ={})
-    worker = Worker(config, classifier=PoisonedModel())
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
-        got = out.wait_for(100)
-    finally:
-        worker.stop()
-        thread.join(timeout=60)
+    got = outcomes_with(PoisonedModel(), broker, names, out, 100, lanes)
     where = {r.key: r.topic for r in got}
     assert len(got) == 100
     assert where[b"p37"] == names["dlq"]
@@ -553,16 +557,7 @@ def test_non_finite_scores_are_dead_letters_not_results(broker, topics):
     produce(broker, names["input"], [(f"n{i}".encode(), json.dumps(
         {"text": "NAN here" if i % 4 == 0 else f"hello number {i}"}).encode()) for i in range(12)])
     out = TopicReader(broker, names["output"], names["dlq"])
-    port = free_port()
-    config = load_config(None, [*settings(broker, names, port), "model.lanes=1"], environ={})
-    worker = Worker(config, classifier=NanModel())
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
-        got = out.wait_for(12)
-    finally:
-        worker.stop()
-        thread.join(timeout=60)
+    got = outcomes_with(NanModel(), broker, names, out, 12)
     where = {r.key: r for r in got}
     dead = {k for k, r in where.items() if r.topic == names["dlq"]}
     assert dead == {b"n0", b"n4", b"n8"}
