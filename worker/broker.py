@@ -45,6 +45,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 def wait_for_port(host: str, port: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -67,17 +77,23 @@ class EmbeddedBroker:
 
     def start(self) -> EmbeddedBroker:
         url = f"tcp://{self.bootstrap}"
+        if not port_free(self.port):  # else the port answers, but not this broker
+            raise BrokerError(f"port {self.port} is already taken on 127.0.0.1")
         log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
         try:
             self._process = subprocess.Popen(
                 [str(broker_binary()), "broker", "--listener-url", url,
                  "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                # Its own session: a Ctrl-C in the terminal reaches the owner, which drains the
+                # worker against a live broker and then stops it (stop()).
+                start_new_session=True,
             )
         finally:
             if self._log_path:
                 log.close()  # type: ignore[union-attr]
-        if not wait_for_port("127.0.0.1", self.port, 15.0):
+        listening = wait_for_port("127.0.0.1", self.port, 15.0)
+        if not listening or self._process.poll() is not None:
             self.stop()
             raise BrokerError(f"the embedded broker did not listen on {self.bootstrap}")
         return self

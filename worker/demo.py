@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaTimeoutError
 
-from worker.broker import EmbeddedBroker, free_port
+from worker.broker import EmbeddedBroker, free_port, port_free
 from worker.config import load_config
 from worker.kafka import ensure_topics
 
@@ -116,7 +117,9 @@ def run_demo(messages: int, data_dir: Path, metrics_port: int) -> int:
     print(f"starting the embedded broker and the worker ({len(records)} records to classify)")
     with EmbeddedBroker() as broker:
         ensure_topics(broker.bootstrap, [INPUT, OUTPUT, DLQ], partitions=3)
-        port = metrics_port if _port_free(metrics_port) else free_port()
+        port = metrics_port if port_free(metrics_port) else free_port()
+        if port != metrics_port:
+            print(f"port {metrics_port} is taken: metrics on {port}")
         config = load_config(None, [
             f"kafka.bootstrap_servers={broker.bootstrap}",
             f"kafka.input_topics=[{INPUT}]",
@@ -132,14 +135,20 @@ def run_demo(messages: int, data_dir: Path, metrics_port: int) -> int:
         thread = threading.Thread(target=worker.run, name="worker", daemon=True)
         thread.start()
         interrupted = threading.Event()
-        signal.signal(signal.SIGINT, lambda *_: interrupted.set())
-        signal.signal(signal.SIGTERM, lambda *_: interrupted.set())
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            interrupted.set()  # the first: finish in order; a second one interrupts at once
+            signal.signal(signum, signal.default_int_handler)
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
         try:
-            _produce(broker.bootstrap, records)
+            _produce(broker.bootstrap, records, interrupted)
             results, dead = _collect(broker.bootstrap, len(records), interrupted)
             _print_table(records, results, dead)
             url = f"http://127.0.0.1:{port}/metrics"
-            print(f"\nmetrics: {url}  (health: /healthz, readiness: /readyz)")
+            print(f"\nmetrics, served while the demo runs: {url}  (health: /healthz, "
+                  "readiness: /readyz)")
             _print_metrics(url)
         finally:
             worker.stop()
@@ -150,23 +159,22 @@ def run_demo(messages: int, data_dir: Path, metrics_port: int) -> int:
     return 0 if len(results) + len(dead) == len(records) else 1
 
 
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
-def _produce(bootstrap: str, records: list[tuple[str, bytes, str]]) -> None:
+def _produce(bootstrap: str, records: list[tuple[str, bytes, str]],
+             interrupted: threading.Event, timeout_s: float = 60.0) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap)
-    for key, value, _ in records:
-        producer.send(INPUT, key=key.encode(), value=value)
-    producer.flush()
-    producer.close()
+    try:
+        for key, value, _ in records:
+            producer.send(INPUT, key=key.encode(), value=value)
+        deadline = time.monotonic() + timeout_s
+        while not interrupted.is_set():  # flushed in slices, so Ctrl-C is heard
+            try:
+                producer.flush(timeout=0.5)
+                return
+            except KafkaTimeoutError:
+                if time.monotonic() > deadline:
+                    raise
+    finally:
+        producer.close(timeout=1)
 
 
 def _collect(

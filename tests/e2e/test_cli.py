@@ -70,6 +70,7 @@ def test_produce_stops_at_a_bad_line_with_exit_2_after_sending_the_lines_before(
     reader.close()
 
 
+@pytest.mark.integration
 def test_broker_command_serves_and_stops_cleanly():
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "worker", "broker", "--port", str(port)],
@@ -86,6 +87,27 @@ def test_broker_command_serves_and_stops_cleanly():
     assert process.returncode == 0
     assert f"127.0.0.1:{port}" in output
     assert not wait_for_port("127.0.0.1", port, 0.5), "the broker outlived the command"
+
+
+@pytest.mark.integration
+def test_the_embedded_broker_has_its_own_session_and_refuses_a_taken_port():
+    """A Ctrl-C in the terminal signals the whole foreground group: with the broker in it, the
+    demo's producer flushed into a dead broker for good (helper review: `make demo` hung)."""
+    import os
+    import socket
+
+    from worker.broker import EmbeddedBroker
+    from worker.errors import BrokerError
+
+    with EmbeddedBroker() as broker:
+        assert os.getsid(broker._process.pid) != os.getsid(0)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # Before, the port answered (another program) and the broker was reported listening.
+        with pytest.raises(BrokerError, match=f"port {port} is already taken"):
+            EmbeddedBroker(port=port).start()
 
 
 def test_bench_passes_its_options_to_the_benchmark_suite():

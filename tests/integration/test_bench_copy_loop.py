@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.throughput import _COPY_VALUE, copy_loop
 from tests.conftest import TopicReader
+
+pytestmark = pytest.mark.integration
 
 
 def test_copy_loop_produces_one_result_per_record_keyed_and_headed_like_the_worker(
