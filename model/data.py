@@ -9,7 +9,6 @@ import gzip
 import json
 import mailbox
 import os
-import re
 import stat
 import zlib
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.email import email_to_text, looks_like_email, mail_fields_to_text
+from model.email import MBOX_FROM, email_to_text, looks_like_email, mail_fields_to_text
 
 __all__ = ["DataError", "Example", "assigned_split", "example_from_row", "example_text",
            "iter_examples", "LABEL_NAMES", "normalize_split"]
@@ -272,12 +271,8 @@ def _is_maildir(path: Path) -> bool:
     return (path / "cur").is_dir() or (path / "new").is_dir()
 
 
-# An mbox separator: "From " + sender + a date with a time of day. A body line such as "From now
-# on..." (left unquoted by many tools) does not make a single message an mbox.
-_SEPARATOR = re.compile(rb"From \S+ .*\d:\d\d")
-
-
 def _has_many(path: Path) -> bool:
-    """Whether an mbox-looking file holds more than one ``From ``-separated message."""
+    """Whether an mbox-looking file holds more than one ``From ``-separated message. Only a
+    separator with a time of day counts: a body line "From now on..." does not."""
     with open(path, "rb") as fh:
-        return any(i > 0 and _SEPARATOR.match(line) for i, line in enumerate(fh))
+        return any(i > 0 and MBOX_FROM.match(line) for i, line in enumerate(fh))

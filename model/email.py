@@ -80,7 +80,8 @@ _HEADER_LINE = re.compile(rb"^([A-Za-z][A-Za-z0-9_-]{0,75}):(?!//)")
 _ADDRESS_HEADERS = frozenset((b"from", b"to", b"return-path", b"delivered-to"))
 # An mbox envelope line: "From <sender> <asctime date>", whose time of day tells it from a
 # sentence such as "From tomorrow on ...".
-_MBOX_FROM = re.compile(rb"^From \S+ .*\d:\d\d")
+# An mbox separator: "From " + sender + a date with a time of day.
+MBOX_FROM = re.compile(rb"^From \S+ .*\d:\d\d")
 
 
 class EmailError(ValueError):
@@ -124,7 +125,7 @@ def looks_like_email(data: bytes) -> bool:
     lines = data[:4096].lstrip(b"\r\n").splitlines()
     if lines and lines[0].startswith(b"From ") and len(lines) > 1:
         # "From Monday on ..." is a sentence, not an envelope.
-        return bool(_MBOX_FROM.match(lines[0]) and _HEADER_LINE.match(lines[1]))
+        return bool(MBOX_FROM.match(lines[0]) and _HEADER_LINE.match(lines[1]))
     known = False
     count = 0
     ended = False

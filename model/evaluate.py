@@ -117,7 +117,7 @@ def _metrics(
     # most probable label), next to accuracy and per-label figures over all labels.
     decided = [1.0 if r.predicted == positive else 0.0 for r in rows]
     figures = binary_metrics(truth, decided, 0.5)
-    figures["roc_auc"] = binary_metrics(truth, scores, 0.5)["roc_auc"]
+    figures["roc_auc"] = roc_auc(truth, scores)
     figures["threshold"] = None
     return {**figures, **multiclass_metrics(y, pred, labels)}
 

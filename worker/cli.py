@@ -189,9 +189,7 @@ def record_for(example: Any) -> tuple[bytes, bytes]:
 def iter_records(paths: Sequence[str], split: str | None = None) -> Iterator[tuple[bytes, bytes]]:
     from model.data import assigned_split, iter_examples
 
-    for path in paths:
-        if not Path(path).exists():
-            raise ConfigError(f"{path}: no such file or directory")
+    for path in paths:  # cmd_produce checked that they exist
         for example in iter_examples(path):
             if split is None or assigned_split(example) == split:
                 yield record_for(example)
