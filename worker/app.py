@@ -1018,7 +1018,7 @@ class Worker:
         except KafkaError as exc:
             log.warning("cannot read end offsets (broker unreachable?): %s", exc)
             self._set_connected(False)
-            self._progress.unreachable(now)
+            self._progress.unreachable()
             return
         self._set_connected(True)
         self._progress.reachable(now)

@@ -37,6 +37,10 @@ _BOOTSTRAP_TIMEOUT_MS = 5_000
 # load it becomes most of the end-to-end latency (p99 at half load 644 → 274 ms with 10 ms, see
 # docs/performance.md). 50 ms keeps that gain while an idle worker sends at most ~20 fetches/s.
 _FETCH_MAX_WAIT_MS = 50
+# kafka-python backs off up to 30 s between reconnects to a broker that keeps refusing: after an
+# outage of a few seconds a worker sat idle for seconds more. 1 s (the Java client's default)
+# brings every connection back within about a second of the broker.
+_RECONNECT_BACKOFF_MAX_MS = 1_000
 
 
 def client_settings(config: KafkaConfig) -> dict[str, Any]:
@@ -44,6 +48,7 @@ def client_settings(config: KafkaConfig) -> dict[str, Any]:
     settings: dict[str, Any] = {
         "bootstrap_servers": list(config.bootstrap_servers),
         "client_id": config.client_id,
+        "reconnect_backoff_max_ms": _RECONNECT_BACKOFF_MAX_MS,
     }
     for key in _SECURITY_KEYS:
         value = getattr(config, key)

@@ -184,26 +184,27 @@ class Health:
 
 
 class ProgressClock:
-    """How long the worker has gone without progress (a commit, or nothing left to commit), not
-    counting time the broker was unreachable: after a long outage the worker gets a fresh
-    `health.stuck_after_s` to catch up, instead of failing liveness (every pod at once) the
-    moment the broker is back."""
+    """How long the worker has gone without progress (a commit, or nothing left to commit).
+
+    The count starts afresh when the broker is back after an outage: the worker gets a whole
+    `health.stuck_after_s` to reconnect and catch up, instead of failing liveness (every pod at
+    once) the moment the broker returns. An outage is noticed only at the next lag reading, so
+    "time before the outage plus time after" would still count part of it."""
 
     def __init__(self, now: float) -> None:
         self._since = now
-        self._unreachable_at: float | None = None
+        self._away = False
 
     def progressed(self, now: float) -> None:
         self._since = now
 
-    def unreachable(self, now: float) -> None:
-        if self._unreachable_at is None:
-            self._unreachable_at = now
+    def unreachable(self) -> None:
+        self._away = True
 
     def reachable(self, now: float) -> None:
-        if self._unreachable_at is not None:
-            self._since = min(now, self._since + (now - self._unreachable_at))
-            self._unreachable_at = None
+        if self._away:
+            self._since = max(self._since, now)
+            self._away = False
 
     def stalled_for(self, now: float) -> float:
         return now - self._since
