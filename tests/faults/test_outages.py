@@ -17,6 +17,10 @@ from worker.kafka import ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+# After the drain deadline: the last commit and the client closes (at most 9 s, README), plus a
+# few seconds for the process to exit on a busy machine.
+_CLOSE_SLACK_S = 9 + 3
+
 
 def test_broker_link_cut_and_restored(broker, topics, tmp_path):
     names = topics()
@@ -416,7 +420,7 @@ def test_dead_letters_the_broker_cannot_take_do_not_hold_the_main_loop(broker, t
         proxy.stop()
     print(f"dead letters blocked: exit {code} after {took:.1f} s")
     assert code == 0
-    assert took < 3 + 10, "the drain ended at its deadline (plus closing the clients)"
+    assert took < 3 + _CLOSE_SLACK_S, "the drain ended at its deadline (not after 40 s)"
     assert sum(committed_offsets(broker, group).values()) == 0  # none acknowledged: none done
 
 
@@ -437,7 +441,7 @@ def test_sigterm_during_a_full_batch_drains_within_the_deadline(broker, topics, 
     results = {r.key for r in reader.read()}
     committed = sum(committed_offsets(broker, group).values())
     print(f"drain: exit {code} after {took:.1f} s, {len(results)} results, {committed} committed")
-    assert took < 10 + 5, "drained within the deadline (plus process start-up slack)"
+    assert took < 10 + _CLOSE_SLACK_S, "drained within the deadline"
     assert committed >= 100 and len(results) >= committed
     reader.close()
 
@@ -459,7 +463,7 @@ def test_a_forward_pass_running_past_the_drain_deadline_does_not_hold_the_exit(
     took = time.monotonic() - started
     print(f"hung forward pass: exit {code} after {took:.1f} s")
     assert code == 0
-    assert took < 2 + 8, "exited at the drain deadline (plus slack), not after the 30 s pass"
+    assert took < 2 + _CLOSE_SLACK_S, "exited at the drain deadline, not after the 30 s pass"
     assert sum(committed_offsets(broker, group).values()) == 0  # nothing was done
 
 
