@@ -266,7 +266,13 @@ def _read_input(path: str) -> bytes:
 
 def _messages(path: str, data: bytes) -> Iterator[tuple[str, str]]:
     """(id, model text) pairs from JSON lines, one email, or plain text lines."""
-    from model.data import example_from_row, example_text, is_mbox, iter_examples
+    from model.data import (
+        example_from_row,
+        example_text,
+        is_mbox,
+        iter_examples,
+        mbox_examples_from_bytes,
+    )
     from model.email import email_to_text, looks_like_email
 
     name = "stdin" if path == "-" else Path(path).name
@@ -283,6 +289,13 @@ def _messages(path: str, data: bytes) -> Iterator[tuple[str, str]]:
             ex = example_from_row(row, f"{name}:{lineno}", f"{name}:{lineno}", name)
             yield ex.id, example_text(ex)
         return
+    if path == "-":
+        found = False
+        for ex in mbox_examples_from_bytes(data, name):  # `streamclf predict < inbox.mbox`
+            found = True
+            yield ex.id, example_text(ex)
+        if found:
+            return
     if path.lower().endswith(".eml") or looks_like_email(data):
         yield name, email_to_text(data)
         return

@@ -10,6 +10,7 @@ import json
 import mailbox
 import os
 import stat
+import tempfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -122,6 +123,19 @@ def is_mbox(path: Path) -> bool:
     if path.suffix.lower() == ".eml":
         return False
     return path.suffix.lower() in (".mbox", ".mbx") or _has_many(path)
+
+
+def mbox_examples_from_bytes(data: bytes, name: str) -> Iterator[Example]:
+    """The messages of an mbox read whole (from stdin), or nothing when *data* is not one.
+
+    Parsed as a file would be: through a temporary copy that mailbox can read."""
+    lines = data.splitlines()
+    if not (lines and MBOX_FROM.match(lines[0]) and any(MBOX_FROM.match(x) for x in lines[1:])):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / name
+        copy.write_bytes(data)
+        yield from _iter_mbox(copy, Path(tmp))
 
 
 def _label_from_path(path: Path, root: Path, own_name: bool = False) -> str | None:

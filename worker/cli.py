@@ -21,6 +21,8 @@ from worker.stop import StopRequest, stop_on_signals
 
 log = logging.getLogger("streamclf")
 
+_PRODUCE_BOOTSTRAP_MS = 10_000  # `produce`: how long to wait for a broker that does not answer
+
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -214,9 +216,11 @@ def cmd_produce(args: argparse.Namespace) -> int:
     setup_logging("WARNING")
     try:
         if args.create_topic:
-            ensure_topics(args.bootstrap_servers, [args.topic], args.create_topic)
+            ensure_topics(args.bootstrap_servers, [args.topic], args.create_topic,
+                          bootstrap_timeout_ms=_PRODUCE_BOOTSTRAP_MS)
         producer = KafkaProducer(bootstrap_servers=args.bootstrap_servers, linger_ms=20,
-                                 max_request_size=16 * 1024 * 1024)
+                                 max_request_size=16 * 1024 * 1024,
+                                 bootstrap_timeout_ms=_PRODUCE_BOOTSTRAP_MS)
     except KafkaError as exc:
         raise BrokerError(f"cannot reach {args.bootstrap_servers}: {exc}") from exc
     sent = 0

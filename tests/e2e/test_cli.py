@@ -142,3 +142,14 @@ def test_produce_refuses_bad_options_before_connecting(tmp_path, args, message):
     result = streamclf("produce", "--bootstrap-servers", f"127.0.0.1:{free_port()}", "--topic",
                        "t", *args, str(data), timeout=20)
     assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("create", [False, True])
+def test_produce_to_a_broker_that_does_not_answer_says_so_in_one_line(tmp_path, create):
+    data = tmp_path / "a.jsonl"
+    data.write_text('{"id": "a", "text": "hello"}\n')
+    extra = ["--create-topic", "1"] if create else []
+    result = streamclf("produce", "--bootstrap-servers", f"127.0.0.1:{free_port()}", "--topic",
+                       "t", *extra, str(data), timeout=25)  # kafka-python's own wait is 30 s
+    assert result.returncode == 1, result.stderr
+    assert "cannot reach 127.0.0.1:" in result.stderr and "Traceback" not in result.stderr

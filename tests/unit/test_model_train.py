@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import io
 import json
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -216,6 +218,21 @@ def test_predict_reads_mbox_and_plain_text(
     assert cli_main(["predict", "--model", str(tmp_path / "art"), str(text)]) == 0
     ids = [json.loads(x)["id"] for x in capsys.readouterr().out.splitlines()]
     assert ids == ["lines.txt:1", "lines.txt:3"]
+
+
+def test_predict_splits_an_mbox_on_stdin(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # An mbox writer quotes a body line "From ..." as ">From ...".
+    box = (b"From a@b Mon Jan  1 00:00:00 2024\nSubject: one\n\n>From now on, lunch at noon\n\n"
+           b"From c@d Mon Jan  1 00:00:01 2024\nSubject: two\n\nWIN CASH NOW\n")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(box)))
+    assert cli_main(["predict"]) == 0  # the bundled model; before, the mbox was one message
+    assert [json.loads(x)["id"] for x in capsys.readouterr().out.splitlines()] == [
+        "stdin:0", "stdin:1"]
+    one = b"From a@b Mon Jan  1 00:00:00 2024\nSubject: one\n\nFrom now on, lunch at noon\n"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(one)))
+    assert cli_main(["predict"]) == 0  # one mail with a separator line stays one mail
+    assert [json.loads(x)["id"] for x in capsys.readouterr().out.splitlines()] == ["stdin"]
 
 
 def test_cli_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
