@@ -278,8 +278,11 @@ def routes_for(routes: dict[str, str], labels: Sequence[str], model_id: str) -> 
             continue
         matches = [label for label in labels if label.lower() == key.lower()]
         if len(matches) != 1:
+            hint = ""
+            if key in ("true", "false"):  # YAML 1.1: `no:` (Norwegian) is the boolean false
+                hint = "; YAML reads an unquoted yes/no/on/off as a boolean: quote the label"
             raise ConfigError(f"output.routes.{key}: not a label of {model_id} "
-                              f"(labels: {', '.join(labels)})")
+                              f"(labels: {', '.join(labels)}){hint}")
         resolved[matches[0]] = topic
     return resolved
 

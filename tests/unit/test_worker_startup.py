@@ -49,6 +49,14 @@ def test_route_keys_match_labels_ignoring_case_when_unambiguous() -> None:
         routes_for({"fr": "t"}, ("FR", "Fr"), "m@1")
 
 
+def test_a_route_for_norwegian_written_no_colon_says_to_quote_it() -> None:
+    routes = load_config(overrides=["output.routes={no: t-no, en: t-en}"], environ={}).output.routes
+    with pytest.raises(ConfigError, match="output.routes.false: .*quote the label"):
+        routes_for(routes, ("en", "no"), "m@1")
+    quoted = load_config(overrides=["output.routes={'no': t-no}"], environ={}).output.routes
+    assert routes_for(quoted, ("en", "no"), "m@1") == {"no": "t-no"}
+
+
 def test_a_metrics_port_already_taken() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
