@@ -205,9 +205,11 @@ def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
     samples = 0
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         stack, _, count_s = line.rpartition(" ")
-        if not stack:
+        # Each stack line ends in its sample count. A line that does not (a full run once ended
+        # on one ending in "(") is left out rather than losing the section's figures.
+        if not stack or not count_s.isdigit():
             continue
         count = int(count_s)
         frames = stack.split(";")

@@ -1,7 +1,9 @@
-"""The benchmarks' statistics: nearest-rank percentiles and batch-time summaries."""
+"""The benchmarks' statistics: nearest-rank percentiles, batch-time and profile summaries."""
 
 from benchmarks.common import percentile
-from benchmarks.throughput import batch_time_summary
+from pathlib import Path
+
+from benchmarks.throughput import batch_time_summary, summarize_profile
 
 
 def test_percentile_is_the_nearest_rank() -> None:
@@ -20,3 +22,15 @@ def test_batch_time_summary_reads_size_seconds_and_end_time() -> None:
     assert summary["batches"] == 3
     assert summary["p50_ms"] == 20.0 and summary["p99_ms"] == 30.0
     assert summary["mean_batch_size"] == 56 / 3
+
+
+def test_profile_summary_leaves_out_lines_without_a_sample_count(tmp_path: Path) -> None:
+    profile = tmp_path / "profile.txt"
+    profile.write_text(
+        "thread (0x1);run (worker/app.py:10);send (kafka/producer/kafka.py:700) 3\n"
+        "thread (0x1);run (worker/app.py:10) 1\n"
+        "thread (0x2);poll (kafka/consumer/group.py:5) (\n"  # what ended a full run
+    )
+    summary = summarize_profile(profile)
+    assert summary["samples"] == 4
+    assert summary["self_pct"][0] == ("producer/kafka.py:send", 75.0)
