@@ -1,8 +1,8 @@
 """The benchmarks' statistics: nearest-rank percentiles, batch-time and profile summaries."""
 
-from benchmarks.common import percentile
 from pathlib import Path
 
+from benchmarks.common import percentile
 from benchmarks.throughput import batch_time_summary, summarize_profile
 
 
