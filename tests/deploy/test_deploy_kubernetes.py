@@ -135,14 +135,17 @@ def test_crd_validator_rejects_a_bad_scaled_object(rendered: dict[str, list[dict
     node = find_tool("node")
     if node is None or not (tools_dir() / "node_modules" / "@kubernetes-models" / "keda").is_dir():
         missing(f"node and the kubernetes-models packages under {tools_dir()}")
-    bad = json.loads(json.dumps(one(rendered["overlays/cpu"], "ScaledObject")))
-    bad["spec"]["maxReplicaCount"] = "six"
+    scaled = one(rendered["overlays/cpu"], "ScaledObject")
+    bad_size, bad_fallback = (json.loads(json.dumps(scaled)) for _ in range(2))
+    bad_size["spec"]["maxReplicaCount"] = "six"
+    bad_fallback["spec"]["fallback"]["replicas"] = "six"
     result = check(
         [node, str(Path(__file__).with_name("validate_crds.mjs")), str(tools_dir())],
-        input=json.dumps([bad]),
+        input=json.dumps([bad_size, bad_fallback]),
     )
-    (report,) = json.loads(result.stdout)
-    assert not report["ok"] and "maxReplicaCount" in report["error"]
+    size_report, fallback_report = json.loads(result.stdout)
+    assert not size_report["ok"] and "maxReplicaCount" in size_report["error"]
+    assert not fallback_report["ok"] and "fallback" in fallback_report["error"]
 
 
 @pytest.mark.parametrize("build", BUILDS)
@@ -205,6 +208,9 @@ def test_scaled_object_follows_the_worker_config(
     config = worker_config(objects)["kafka"]
     assert scaled["scaleTargetRef"]["name"] == one(objects, "Deployment")["metadata"]["name"]
     assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"] <= INPUT_PARTITIONS
+    # Lag unreadable by KEDA: full size, never more than the overlay allows.
+    assert scaled["fallback"]["replicas"] == scaled["maxReplicaCount"]
+    assert scaled["fallback"]["failureThreshold"] >= 1
     (trigger,) = scaled["triggers"]
     assert trigger["type"] == "kafka"
     meta = trigger["metadata"]
