@@ -246,8 +246,7 @@ def _load_predictor(args: argparse.Namespace) -> Any:
         args.model, device=args.device, max_tokens=args.max_tokens, threshold=args.threshold,
         quantize=args.quantize,
     )
-    if args.threshold is not None and (len(predictor.labels) != 2
-                                       or predictor.positive_label is None):
+    if args.threshold is not None and not predictor.has_threshold_decision:
         raise ValueError(f"--threshold needs a two-label model with a positive label; "
                          f"{args.model} (labels {list(predictor.labels)}) gives the most "
                          "probable label")
@@ -269,6 +268,7 @@ def _messages(path: str, data: bytes) -> Iterator[tuple[str, str]]:
     from model.data import (
         example_from_row,
         example_text,
+        holds_mbox,
         is_mbox,
         iter_examples,
         mbox_examples_from_bytes,
@@ -289,13 +289,10 @@ def _messages(path: str, data: bytes) -> Iterator[tuple[str, str]]:
             ex = example_from_row(row, f"{name}:{lineno}", f"{name}:{lineno}", name)
             yield ex.id, example_text(ex)
         return
-    if path == "-":
-        found = False
-        for ex in mbox_examples_from_bytes(data, name):  # `streamclf predict < inbox.mbox`
-            found = True
+    if path == "-" and holds_mbox(data):  # `streamclf predict < inbox.mbox`
+        for ex in mbox_examples_from_bytes(data, name):
             yield ex.id, example_text(ex)
-        if found:
-            return
+        return
     if path.lower().endswith(".eml") or looks_like_email(data):
         yield name, email_to_text(data)
         return

@@ -6,13 +6,14 @@ Standard library only: the worker imports this module without torch.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import mailbox
 import os
 import stat
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,16 +123,21 @@ def is_mbox(path: Path) -> bool:
     """An mbox holds ``From ``-separated messages; a lone .eml may start with such a line too."""
     if path.suffix.lower() == ".eml":
         return False
-    return path.suffix.lower() in (".mbox", ".mbx") or _has_many(path)
+    if path.suffix.lower() in (".mbox", ".mbx"):
+        return True
+    with open(path, "rb") as fh:
+        return _has_many(fh)
+
+
+def holds_mbox(data: bytes) -> bool:
+    """Whether *data*, read whole (stdin), is an mbox, by the test a file without the suffix
+    passes."""
+    return data.startswith(b"From ") and _has_many(io.BytesIO(data))
 
 
 def mbox_examples_from_bytes(data: bytes, name: str) -> Iterator[Example]:
-    """The messages of an mbox read whole (from stdin), or nothing when *data* is not one.
-
-    Parsed as a file would be: through a temporary copy that mailbox can read."""
-    lines = data.splitlines()
-    if not (lines and MBOX_FROM.match(lines[0]) and any(MBOX_FROM.match(x) for x in lines[1:])):
-        return
+    """The messages of an mbox read whole (see `holds_mbox`), parsed as a file would be:
+    through a temporary copy that mailbox can read."""
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / name
         copy.write_bytes(data)
@@ -285,8 +291,7 @@ def _is_maildir(path: Path) -> bool:
     return (path / "cur").is_dir() or (path / "new").is_dir()
 
 
-def _has_many(path: Path) -> bool:
-    """Whether an mbox-looking file holds more than one ``From ``-separated message. Only a
+def _has_many(lines: Iterable[bytes]) -> bool:
+    """Whether mbox-looking lines hold more than one ``From ``-separated message. Only a
     separator with a time of day counts: a body line "From now on..." does not."""
-    with open(path, "rb") as fh:
-        return any(i > 0 and MBOX_FROM.match(line) for i, line in enumerate(fh))
+    return any(i > 0 and MBOX_FROM.match(line) for i, line in enumerate(lines))

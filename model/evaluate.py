@@ -107,8 +107,8 @@ def _metrics(
         assert threshold is not None
         # A row's own cut is for the model's positive label; *threshold* is already the
         # cut for *positive* (flipped by the caller).
-        cuts = [threshold if r.threshold is None else 1.0 - r.threshold if flip else r.threshold
-                for r in rows]
+        own = [r.threshold for r in rows]
+        cuts = [threshold if c is None else (1.0 - c if flip else c) for c in own]
         # Reported: the one cut this group's rows were judged at (SMS: the text cut), else the
         # shared one, next to the per-kind `thresholds`.
         shown = cuts[0] if cuts and len(set(cuts)) == 1 else threshold

@@ -152,6 +152,12 @@ class Predictor:
             raise ValueError(f"thresholds must give exactly {list(KINDS)}")
         self._email_first = frozenset(i for i in vocab.encode(EMAIL_FIRST_TOKENS) if i != UNK_ID)
 
+    @property
+    def has_threshold_decision(self) -> bool:
+        """Whether a threshold decides (two labels, one of them positive), as in `decide`;
+        else the most probable label is taken and a threshold does not apply."""
+        return len(self.labels) == 2 and self.positive_label in self.labels
+
     @classmethod
     def load(
         cls,

@@ -474,6 +474,10 @@ class Worker:
                 raise ConfigError(f"model.path: {exc}") from exc
             except ValueError as exc:  # e.g. cuda requested on a machine without it
                 raise ConfigError(f"model: {exc}") from exc
+            if m.threshold is not None and not loaded.has_threshold_decision:
+                raise ConfigError(f"model.threshold: {loaded.name}@{loaded.version} (labels "
+                                  f"{list(loaded.labels)}) has no positive label to cut on; it "
+                                  "gives the most probable label")
             self._classifier = loaded
         c = self._classifier
         self._lanes, threads = plan_for(self.config.model, c.device)
@@ -484,11 +488,6 @@ class Worker:
             loaded.warm_up()  # before readiness: the first forward passes are the slowest
         self._model_id = f"{c.name}@{c.version}"
         self._routes = routes_for(self.config.output.routes, c.labels, self._model_id)
-        threshold = self.config.model.threshold
-        if threshold is not None and loaded is not None and (
-                len(c.labels) != 2 or getattr(c, "positive_label", None) is None):
-            raise ConfigError(f"model.threshold: {self._model_id} (labels {list(c.labels)}) has "
-                              "no positive label to cut on; it gives the most probable label")
         self.metrics.model_info.labels(c.name, c.version, str(c.device)).set(1)
         for label in c.labels:
             self.metrics.classified.labels(label)

@@ -203,7 +203,7 @@ class ProgressClock:
 
     def reachable(self, now: float) -> None:
         if self._away:
-            self._since = max(self._since, now)
+            self._since = now
             self._away = False
 
     def stalled_for(self, now: float) -> float:
