@@ -30,6 +30,19 @@ def _error(message: str, code: int = EXIT_USAGE) -> int:
     return code
 
 
+def _artifact_in(path: Path) -> str | None:
+    """``name@version`` (or the file found) when *path* already holds a model artifact."""
+    from model.artifact import CONFIG, MANIFEST
+
+    if not path.is_dir() or not ((path / MANIFEST).exists() or (path / CONFIG).exists()):
+        return None
+    try:
+        config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+        return f"{config['name']}@{config['version']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return MANIFEST if (path / MANIFEST).exists() else CONFIG
+
+
 def _existing(paths: Sequence[str]) -> str | None:
     """The first path that does not exist, if any."""
     for p in paths:
@@ -58,6 +71,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--data", nargs="+", required=True, metavar="PATH", help="data files/dirs")
     t.add_argument("--out", required=True, metavar="DIR", help="artifact directory to write")
+    t.add_argument("--force", action="store_true",
+                   help="replace the model artifact --out already holds (refused otherwise)")
     t.add_argument("--epochs", type=int, default=10, help="maximum epochs (default 10)")
     t.add_argument("--seed", type=int, default=13)
     t.add_argument("--max-tokens", type=int, default=384, help="tokens per text (head+tail)")
@@ -192,6 +207,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not 0 <= args.redress <= 1:
         return _error("--redress must be within [0, 1]")
     out = Path(args.out)
+    held = _artifact_in(out)
+    if held and not args.force:  # a model is hard to get back once replaced
+        return _error(f"--out {out} already holds a model artifact ({held}); "
+                      "pass --force to replace it, or choose another directory")
     try:  # before hours of training, not after
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

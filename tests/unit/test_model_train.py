@@ -385,6 +385,24 @@ def test_train_refuses_what_cannot_give_a_model_before_training(
     assert code == 2 and "validation split has no 'spam' examples" in capsys.readouterr().err
 
 
+def test_train_does_not_replace_a_model_without_force(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _write_data(tmp_path / "topics.jsonl", per_label=5)
+    out = tmp_path / "model"
+    train(_options(data, out, epochs=1))
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    tiny = ["--epochs", "1", "--embed-dim", "8", "--hidden-dim", "4", "--max-tokens", "16",
+            "--bag-bigrams", "0", "--quiet"]
+    assert cli_main(["train", "--data", str(data), "--out", str(out), *tiny]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a model artifact (streamclf-spam@1)" in err and "--force" in err
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before  # untouched
+    assert cli_main(["train", "--data", str(data), "--out", str(out), *tiny, "--force"]) == 0
+    assert {f.name: f.read_bytes() for f in out.iterdir()} != before
+    assert cli_main(["eval", "--model", str(out), "--data", str(data), "--split", "val",
+                     "--json"]) == 0
+
+
 def test_predict_reads_a_bom_gzip_and_subject_body_rows(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rows = [{"id": "a", "text": "free cash prize"}, {"id": "b", "subject": "Lunch", "body": "noon"}]
