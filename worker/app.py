@@ -912,6 +912,8 @@ class Worker:
         if not force and now - self._last_commit_at < self.config.kafka.commit_interval_ms / 1e3:
             return
         self._last_commit_at = now
+        if only is None:  # a commit on revoke runs before this step's records are tracked
+            self._skip_unreturned_offsets()
         offsets = self._tracker.committable()
         if only is not None:
             offsets = {p: o for p, o in offsets.items() if p in only}
@@ -936,6 +938,28 @@ class Worker:
         self.metrics.commits.inc()
         self.metrics.last_commit.set(time.time())
         self._progress.progressed(now)
+
+    def _skip_unreturned_offsets(self) -> None:
+        """Let idle partitions commit the consumer's position. A transactional producer's commit
+        marker takes an offset no poll returns; committing only after the last record returned
+        would leave a lag of 1 for good (KEDA would never scale down, and /healthz would fail
+        after ``stuck_after_s`` of quiet). Main thread only: every record polled is tracked."""
+        consumer = self._consumer
+        assert consumer is not None
+        for tp in consumer.assignment():
+            partition = (tp.topic, tp.partition)
+            done_to = self._tracker.position(partition)
+            highwater = consumer.highwater(tp)
+            if highwater is None or (done_to is not None and done_to >= highwater):
+                continue  # nothing fetched yet, or no offsets beyond those done
+            if self._tracker.in_flight({partition}):
+                continue
+            try:
+                position = consumer.position(tp, timeout_ms=0)  # known: no broker round-trip
+            except KafkaError:
+                continue
+            if position is not None:
+                self._tracker.skip_to(partition, position)
 
     def _set_connected(self, connected: bool) -> None:
         self.health.connected = connected

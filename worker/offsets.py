@@ -80,6 +80,18 @@ class OffsetTracker:
             if state.pending:
                 state.next_offset = state.pending[0]
 
+    def skip_to(self, partition: Partition, offset: int) -> None:
+        """Move an idle partition's commit point forward to *offset* (the consumer's position):
+        the offsets it passed without returning a record (transaction markers) are done too.
+        Nothing moves while a record of the partition is pending."""
+        with self._lock:
+            state = self._partitions.get(partition)
+            if state is None:
+                state = self._partitions[partition] = _PartitionState(first=offset)
+            if state.pending or (state.next_offset is not None and offset <= state.next_offset):
+                return
+            state.next_offset = offset
+
     def committable(self) -> dict[Partition, int]:
         """Offsets (next record to read) that advanced since the last commit."""
         with self._lock:

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaProducer, TopicPartition
 
 from tests.conftest import TopicReader, http_get, metric_value, poll_until, results_by_key
 from worker.app import Worker
@@ -245,6 +245,47 @@ def test_metrics_count_what_was_sent(broker, topics):
     assert metric_value(text, "streamclf_in_flight_messages") == 0
     assert metric_value(text, "streamclf_rebalances_total") >= 1
     assert metric_value(text, "streamclf_model_info") == 1
+
+
+def test_records_of_a_committed_transaction_leave_no_lag(broker, topics):
+    """A transaction's commit marker takes an offset that no poll returns. Before, the worker
+    committed the offset after the last record it was given: a lag of 1 for good, /healthz
+    failing after stuck_after_s of quiet, and KEDA never scaling down."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.consumer import KafkaConsumer
+
+    names = topics(partitions=1)
+    producer = KafkaProducer(bootstrap_servers=broker, transactional_id=f"tx-{uuid.uuid4().hex}")
+    producer.init_transactions()
+    producer.begin_transaction()
+    for key, value in keyed_messages(3, "t"):
+        producer.send(names["input"], key=key, value=value)
+    producer.commit_transaction()
+    producer.close()
+    probe = KafkaConsumer(bootstrap_servers=broker)
+    end = probe.end_offsets([tp := TopicPartition(names["input"], 0)])[tp]
+    probe.close()
+    assert end == 4, "three records and the transaction's commit marker"
+
+    group = "tx-" + uuid.uuid4().hex[:6]
+    reader = TopicReader(broker, names["output"])
+    with RunningWorker(broker, names, group, ("kafka.lag_refresh_ms=200",)) as running:
+        reader.wait_for(3, timeout_s=60)
+
+        def committed() -> int:
+            admin = KafkaAdminClient(bootstrap_servers=broker)
+            try:
+                offsets = admin.list_group_offsets(group).get(group, {})
+            finally:
+                admin.close()
+            return max((m.offset for m in offsets.values()), default=-1)
+
+        poll_until(lambda: committed() == end, what="the marker's offset committed")
+        poll_until(lambda: metric_value(http_get(running.url("/metrics"))[1],
+                                        "streamclf_consumer_lag",
+                                        {"topic": names["input"], "partition": "0"}) == 0,
+                   what="lag 0")
+    reader.close()
 
 
 def test_readyz_is_503_before_assignment_and_200_after(broker, topics):

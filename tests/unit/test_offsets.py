@@ -46,6 +46,26 @@ def test_partitions_are_independent_and_gaps_in_offsets_are_fine():
     assert t.in_flight({P1}) == 0
 
 
+def test_an_idle_partition_skips_to_the_consumer_position_and_a_busy_one_does_not():
+    t = OffsetTracker()
+    for offset in (0, 1, 2):
+        t.track(P0, offset)
+    t.ack(P0, 0)
+    t.skip_to(P0, 4)  # 1 and 2 are pending: the position says nothing about them
+    assert t.committable() == {P0: 1}
+    t.ack(P0, 1)
+    t.ack(P0, 2)
+    t.skip_to(P0, 4)  # offset 3 was a transaction marker the consumer passed
+    assert t.committable() == {P0: 4}
+    t.skip_to(P0, 2)  # never backwards
+    assert t.committable() == {P0: 4}
+    t.track(P0, 4)
+    assert t.committable() == {P0: 4} and t.in_flight() == 1
+    t.skip_to(P1, 7)  # nothing read from P1 since it was assigned: its position is done
+    assert t.committable()[P1] == 7 and t.in_flight({P1}) == 0
+    assert t.mark_committed({P1: 7}) == 0
+
+
 def test_forget_drops_partition_and_late_acks():
     t = OffsetTracker()
     t.track(P0, 0)
