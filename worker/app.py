@@ -344,7 +344,7 @@ class Worker:
         self._stop = stop_event or StopRequest()
         # Built now so that a bad setting stops the worker before it loads the model.
         self._consumer_settings = consumer_settings(config.kafka)
-        self._producer_settings = producer_settings(config.kafka)
+        self._producer_settings = producer_settings(config.kafka, config.input.max_bytes)
         self._max_poll_records = int(self._consumer_settings["max_poll_records"])
         self._tracker = OffsetTracker()
         self._batcher: Batcher[Request] = Batcher(

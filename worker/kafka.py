@@ -28,6 +28,9 @@ _SECURITY_KEYS = tuple(
     f.name for f in dataclasses.fields(KafkaConfig)
     if f.name.startswith(("security_", "sasl_", "ssl_")) and f.name != "sasl_plain_password_file"
 )
+# Files the clients read when they connect: one that is missing would look like an unreachable
+# broker, retried for ever, instead of the config error it is.
+_SECURITY_FILES = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_crlfile")
 # Settings the worker's delivery guarantee depends on; a pass-through may not change them.
 _CONSUMER_FIXED = {"enable_auto_commit": False}
 # Short, so that a worker started while the broker is away still answers SIGTERM promptly; the
@@ -41,6 +44,7 @@ _FETCH_MAX_WAIT_MS = 50
 # outage of a few seconds a worker sat idle for seconds more. 1 s (the Java client's default)
 # brings every connection back within about a second of the broker.
 _RECONNECT_BACKOFF_MAX_MS = 1_000
+_MIB = 1024 * 1024
 
 
 def client_settings(config: KafkaConfig) -> dict[str, Any]:
@@ -54,6 +58,14 @@ def client_settings(config: KafkaConfig) -> dict[str, Any]:
         value = getattr(config, key)
         if value is not None:
             settings[key] = value
+    for key in _SECURITY_FILES:
+        path = getattr(config, key)
+        if path is not None:
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                raise ConfigError(f"kafka.{key}: cannot read {path} ({exc.strerror})") from exc
     if config.sasl_plain_password_file:
         try:
             password = Path(config.sasl_plain_password_file).read_text().strip()
@@ -89,10 +101,15 @@ def consumer_settings(config: KafkaConfig) -> dict[str, Any]:
     return settings
 
 
-def producer_settings(config: KafkaConfig) -> dict[str, Any]:
+def producer_settings(config: KafkaConfig, max_input_bytes: int = 0) -> dict[str, Any]:
+    """Producer settings; *max_input_bytes* (``input.max_bytes``) sizes the largest record the
+    client sends, so that a dead letter carrying such an input is the broker's to refuse."""
     settings = client_settings(config)
     settings.update(
         acks="all",
+        # kafka-python refuses records over 1 MiB by default: a 2 MB input would lose its value
+        # in the dead letter even where the broker takes it. Headers and key get 1 MiB more.
+        max_request_size=max(_MIB, max_input_bytes + _MIB),
         # Results are small: a few ms of linger and large batches save requests and wake-ups.
         linger_ms=10,
         batch_size=256 * 1024,

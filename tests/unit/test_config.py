@@ -160,21 +160,38 @@ def test_security_settings_reach_the_kafka_clients_and_unset_ones_stay_out(tmp_p
 
     secret = tmp_path / "password"
     secret.write_text("from-file\n")
+    crl = tmp_path / "crl.pem"
+    crl.write_text("")
     config = load_config(None, ["kafka.security_protocol=SASL_SSL",
                                 "kafka.sasl_mechanism=GSSAPI",
                                 "kafka.sasl_kerberos_service_name=kafka-prod",
-                                "kafka.ssl_crlfile=/etc/kafka/crl.pem",
+                                f"kafka.ssl_crlfile={crl}",
                                 "kafka.ssl_ciphers=ECDHE-RSA-AES256-GCM-SHA384",
                                 f"kafka.sasl_plain_password_file={secret}"], environ={})
     settings = client_settings(config.kafka)
     assert settings["sasl_kerberos_service_name"] == "kafka-prod"
-    assert settings["ssl_crlfile"] == "/etc/kafka/crl.pem"
+    assert settings["ssl_crlfile"] == str(crl)
     assert settings["ssl_ciphers"] == "ECDHE-RSA-AES256-GCM-SHA384"
     assert settings["sasl_plain_password"] == "from-file"
     assert "sasl_kerberos_domain_name" not in settings and "ssl_cafile" not in settings
     for built in (consumer_settings(config.kafka), producer_settings(config.kafka)):
         assert built["security_protocol"] == "SASL_SSL"
         assert built["sasl_mechanism"] == "GSSAPI"
+
+
+@pytest.mark.parametrize("key", ["ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_crlfile"])
+def test_a_tls_file_that_cannot_be_read_is_a_config_error_not_an_unreachable_broker(
+        tmp_path, key):
+    """Before, the clients failed to connect and the worker retried for ever, never ready."""
+    from worker.kafka import client_settings
+
+    config = load_config(None, ["kafka.security_protocol=SSL",
+                                f"kafka.{key}={tmp_path / 'absent.pem'}"], environ={})
+    with pytest.raises(ConfigError, match=f"kafka.{key}: cannot read .*absent.pem"):
+        client_settings(config.kafka)
+    config = load_config(None, [f"kafka.{key}={tmp_path}"], environ={})  # a directory
+    with pytest.raises(ConfigError, match=f"kafka.{key}"):
+        client_settings(config.kafka)
 
 
 @pytest.mark.parametrize("override, key", [
@@ -198,3 +215,15 @@ def test_mapping_keys_are_strings_whatever_yaml_reads_them_as(tmp_path):
     assert redacted(config)["output"]["routes"] == config.output.routes  # no crash
     path.write_text("kafka: {input_topics: [in]}\noutput: {routes: {yes: y}}\n")  # YAML 1.1: True
     assert load_config(path, environ={}).output.routes == {"true": "y"}
+
+
+def test_the_producer_takes_records_as_large_as_the_inputs_it_accepts():
+    """A dead letter carries its input: kafka-python's own 1 MiB limit would drop the value of
+    any input between 1 MiB and input.max_bytes."""
+    from worker.kafka import producer_settings
+
+    config = load_config(None, ["input.max_bytes=5000000"], environ={})
+    assert producer_settings(config.kafka, config.input.max_bytes)["max_request_size"] == (
+        5_000_000 + 1024 * 1024)
+    config = load_config(None, ["kafka.producer={max_request_size: 20000}"], environ={})
+    assert producer_settings(config.kafka, config.input.max_bytes)["max_request_size"] == 20_000
