@@ -45,6 +45,8 @@ _FETCH_MAX_WAIT_MS = 50
 # brings every connection back within about a second of the broker.
 _RECONNECT_BACKOFF_MAX_MS = 1_000
 _MIB = 1024 * 1024
+# Client settings with a numeric default that also take words (acks: "all").
+_NUMBERS_OR_WORDS = frozenset({"acks"})
 
 
 def client_settings(config: KafkaConfig) -> dict[str, Any]:
@@ -122,10 +124,18 @@ def producer_settings(config: KafkaConfig, max_input_bytes: int = 0) -> dict[str
 
 
 def _check_known(path: str, given: dict[str, Any], known: dict[str, Any]) -> None:
-    """Name a key the client does not know before the worker loads its model."""
-    for key in given:
+    """Name a key the client does not know, or a value of the wrong kind, before the worker
+    loads its model (kafka-python's own errors do not say which key)."""
+    for key, value in given.items():
         if key not in known:
             raise ConfigError(f"{path}.{key}: not a kafka-python setting of this client")
+        default = known[key]
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{path}.{key}: {value!r} is not true or false")
+        elif isinstance(default, (int, float)) and key not in _NUMBERS_OR_WORDS:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{path}.{key}: {value!r} is not a number")
 
 
 def make_consumer(settings: dict[str, Any]) -> KafkaConsumer:

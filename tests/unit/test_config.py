@@ -227,3 +227,32 @@ def test_the_producer_takes_records_as_large_as_the_inputs_it_accepts():
         5_000_000 + 1024 * 1024)
     config = load_config(None, ["kafka.producer={max_request_size: 20000}"], environ={})
     assert producer_settings(config.kafka, config.input.max_bytes)["max_request_size"] == 20_000
+
+
+@pytest.mark.parametrize("override, message", [
+    ("kafka.consumer.session_timeout_ms=abc",
+     "kafka.consumer.session_timeout_ms: 'abc' is not a number"),
+    ("kafka.producer={linger_ms: [5]}", "kafka.producer.linger_ms: [5] is not a number"),
+    ("kafka.consumer.check_crcs=maybe", "kafka.consumer.check_crcs: 'maybe' is not true or false"),
+    ("kafka.producer.max_request_size=true",
+     "kafka.producer.max_request_size: True is not a number"),
+])
+def test_a_client_setting_of_the_wrong_kind_names_its_key(override, message):
+    """Before, kafka-python's own error named no key ("'>=' not supported between ...")."""
+    from worker.kafka import consumer_settings, producer_settings
+
+    config = load_config(None, [override], environ={})
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        consumer_settings(config.kafka)
+        producer_settings(config.kafka)
+
+
+def test_client_settings_of_the_right_kind_pass_as_they_are():
+    from worker.kafka import consumer_settings, producer_settings
+
+    config = load_config(None, ["kafka.producer={acks: all, linger_ms: 2.5, retries: 5}",
+                                "kafka.consumer={session_timeout_ms: 6000, check_crcs: false}"],
+                         environ={})
+    assert producer_settings(config.kafka)["acks"] == "all"
+    assert producer_settings(config.kafka)["linger_ms"] == 2.5
+    assert consumer_settings(config.kafka)["check_crcs"] is False
