@@ -24,10 +24,11 @@ REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "streamclf.json"
 RULES = REPO / "deploy" / "prometheus" / "rules" / "streamclf.rules.yml"
 
-#: Values for Grafana's variables. `job` and `instance` are only used with `=~`, so `.*` means
-#: "all"; pass e.g. ``{"job": "streamclf"}`` to narrow them.
+#: Values for Grafana's variables. `job`, `namespace` and `instance` are only used with `=~`, so
+#: `.*` means "all"; pass e.g. ``{"job": "streamclf"}`` to narrow them.
 DEFAULT_VARIABLES: dict[str, str] = {
     "job": ".*",
+    "namespace": ".*",
     "instance": ".*",
     "datasource": "prometheus",
     "__rate_interval": "1m",

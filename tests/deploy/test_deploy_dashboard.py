@@ -34,15 +34,16 @@ def panels(dashboard: dict) -> list[dict]:
 
 def test_variables(dashboard: dict) -> None:
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert set(variables) >= {"datasource", "job", "instance"}
+    assert set(variables) >= {"datasource", "job", "namespace", "instance"}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    for name in ("job", "instance"):
+    for name in ("job", "namespace", "instance"):
         assert variables[name]["type"] == "query"
         assert variables[name]["datasource"]["uid"] == "${datasource}"
         # Queries use =~ with these, so "All" must be a regex.
         assert variables[name]["includeAll"] and variables[name]["allValue"] == ".*"
-    assert 'job=~"$job"' in variables["instance"]["query"]["query"]
+    assert 'job=~"$job"' in variables["namespace"]["query"]["query"]
+    assert 'job=~"$job", namespace=~"$namespace"' in variables["instance"]["query"]["query"]
 
 
 def test_panels_use_the_datasource_variable_and_fit_the_grid(dashboard: dict) -> None:
@@ -77,9 +78,11 @@ def test_the_required_panels_exist(dashboard: dict) -> None:
     assert any(p["type"] == "heatmap" for p in panels(dashboard))
 
 
-def test_every_query_filters_on_job_and_instance() -> None:
+def test_every_query_filters_on_job_namespace_and_instance() -> None:
     for title, expr in dashboard_targets():
-        assert 'job=~"$job"' in expr and 'instance=~"$instance"' in expr, title
+        assert 'job=~"$job", namespace=~"$namespace", instance=~"$instance"' in expr, title
+        # Deployments in two namespaces may read the same topic: never merge their partitions.
+        assert "by (topic, partition)" not in expr, title
 
 
 def test_queries_select_only_known_series() -> None:

@@ -49,6 +49,7 @@ PROMETHEUS_INSTALL = (
     "apt-get update && apt-get install -y prometheus (or: bash deploy/tests-setup.sh)"
 )
 JOB = "streamclf"
+NAMESPACE = "streamclf-live"
 
 # Grafana's $__rate_interval is max(4 x scrape interval, step + scrape interval); with a 1 s
 # scrape that is a few seconds. 15 s holds enough samples for rate() without waiting minutes.
@@ -208,7 +209,8 @@ def live_config(target: str) -> dict[str, Any]:
         **jobs[JOB],
         "scrape_interval": "1s",
         "scrape_timeout": "1s",
-        "static_configs": [{"targets": [target]}],
+        # Kubernetes' PodMonitor adds the pod's namespace; the dashboard has a variable for it.
+        "static_configs": [{"targets": [target], "labels": {"namespace": NAMESPACE}}],
     }
     return {
         "global": {**shipped.get("global", {}), "scrape_interval": "1s",
@@ -389,7 +391,7 @@ def test_dashboard_and_rules_against_a_live_worker(live: dict[str, Any]) -> None
         series = prometheus.api("/api/v1/series", **{"match[]": match.group(1)})
         assert series.get("status") == "success", f"{query}: {series}"
         found = {s.get(match.group(2)) for s in series["data"]}
-        assert {JOB, target} & found, f"{query} found {found}"
+        assert {JOB, NAMESPACE, target} & found, f"{query} found {found}"
 
     # 4. Every rule expression parses and evaluates.
     rejected = []
