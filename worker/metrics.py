@@ -6,12 +6,16 @@ The registry is injected so tests read exact values. Everything is recorded in b
 
 from __future__ import annotations
 
+import http.client
+import io
 import json
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -30,6 +34,43 @@ from worker.codec import REASONS
 log = logging.getLogger(__name__)
 
 _CLIENT_TIMEOUT_S = 10.0
+# A probe or a scrape sends a few hundred bytes of request. http.server alone accepts 100 header
+# lines of 64 KiB each, held per connection: 300 slow clients took a worker to 1.9 GB.
+_MAX_REQUEST_BYTES = 16 * 1024
+_REQUEST_DEADLINE_S = 10.0
+
+
+class _BoundedRequest:
+    """The read side of one connection, refusing a request larger than *limit* bytes or one whose
+    lines still arrive after *deadline* (``http.server`` answers 431 or drops the connection)."""
+
+    def __init__(self, raw: io.BufferedIOBase, limit: int, deadline: float) -> None:
+        self._raw = raw
+        self._left = limit
+        self._deadline = deadline
+
+    def readline(self, size: int = -1) -> bytes:
+        if time.monotonic() > self._deadline:
+            raise TimeoutError("request not complete in time")
+        if self._left <= 0:
+            raise http.client.LineTooLong("request headers")
+        line = self._raw.readline(self._left if size < 0 else min(size, self._left))
+        self._left -= len(line)
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):  # the client went away mid-answer: nothing to fix here
+            log.debug("metrics client %s: %s", client_address, exc)
+        else:
+            log.error("metrics request from %s failed", client_address, exc_info=exc)
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -221,6 +262,11 @@ class MetricsServer:
             # clients cannot pile up threads (one per connection).
             timeout = _CLIENT_TIMEOUT_S
 
+            def setup(self) -> None:
+                super().setup()
+                self.rfile = _BoundedRequest(  # type: ignore[assignment]
+                    self.rfile, _MAX_REQUEST_BYTES, time.monotonic() + _REQUEST_DEADLINE_S)
+
             def do_GET(self) -> None:  # noqa: N802 (http.server naming)
                 try:
                     status, body, content_type = self._answer(self.path.split("?", 1)[0])
@@ -252,8 +298,7 @@ class MetricsServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass  # probes every few seconds would flood the log
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), Handler)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics-http", daemon=True
         )

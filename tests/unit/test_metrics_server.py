@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import time
 
 from prometheus_client.core import GaugeMetricFamily
 
@@ -85,3 +86,46 @@ def test_the_no_progress_count_starts_afresh_when_the_broker_is_back() -> None:
     assert clock.stalled_for(300.0) == 20.0
     clock.progressed(310.0)
     assert clock.stalled_for(315.0) == 5.0
+
+
+def test_a_request_with_oversized_headers_is_refused_and_the_server_keeps_answering() -> None:
+    """http.server alone holds up to 100 header lines of 64 KiB per connection (300 slow
+    clients took a worker to 1.9 GB); a probe's request is a few hundred bytes."""
+    server, _ = serve()
+    try:
+        conn = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                     + b"".join(b"X-Pad-%d: %s\r\n" % (i, b"p" * 1000) for i in range(20))
+                     + b"\r\n")
+        assert conn.makefile("rb").readline().split()[1] == b"431"
+        conn.close()
+        assert request(server, "GET", "/healthz")[0] == 200
+    finally:
+        server.stop()
+
+
+def test_a_request_still_arriving_after_its_deadline_is_dropped(monkeypatch) -> None:
+    monkeypatch.setattr(metrics_module, "_REQUEST_DEADLINE_S", 0.3)
+    server, _ = serve()
+    try:
+        slow = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        slow.sendall(b"GET /healthz HTTP/1.1\r\n")
+        time.sleep(0.5)  # the slow client under test: its next line comes after the deadline
+        slow.sendall(b"Host: x\r\n\r\n")
+        assert slow.recv(100) == b""  # closed without an answer
+        slow.close()
+        assert request(server, "GET", "/healthz")[0] == 200
+    finally:
+        server.stop()
+
+
+def test_a_client_gone_mid_answer_leaves_no_traceback_on_stderr(capsys) -> None:
+    server = MetricsServer(Metrics(), Health(), "127.0.0.1", 0)
+    try:
+        try:
+            raise BrokenPipeError(32, "Broken pipe")
+        except OSError:
+            server._server.handle_error(None, ("127.0.0.1", 4242))
+        assert capsys.readouterr().err == ""
+    finally:
+        server.stop()
