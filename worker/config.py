@@ -180,7 +180,7 @@ def load_config(
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+            raise ConfigError(f"{path}: invalid YAML{_where(exc)}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         data = loaded or {}
@@ -192,11 +192,21 @@ def load_config(
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected key.path=value")
+            shown = "an item naming a secret" if _is_secret(item) else repr(item)
+            raise ConfigError(f"--set {shown}: expected key.path=value")
         _set_path(data, key.strip(), _Text(value), origin=f"--set {key.strip()}")
     config = _build(Config, data, "")
     _validate(config)
     return config
+
+
+def _where(exc: yaml.YAMLError) -> str:
+    """Where and what the YAML error is, without PyYAML's quote of the line: it may hold a
+    password."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{at}: {problem}" if problem else at
 
 
 class _Text(str):
@@ -278,7 +288,7 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
         keys = {k: str(k).lower() if isinstance(k, bool) else str(k) for k in value}
         if len(args) == 2 and args[1] is not Any:
             return {keys[k]: _coerce(args[1], v, f"{path}.{keys[k]}") for k, v in value.items()}
-        return {keys[k]: _yaml_value(v) for k, v in value.items()}
+        return {keys[k]: _pass_through(v, f"{path}.{keys[k]}") for k, v in value.items()}
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -292,13 +302,30 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
             return float(value)
         raise ConfigError(f"{path}: expected a number, got {_describe(value)}")
     if hint is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        if isinstance(value, str):
+            return value
+        if _is_secret(path):  # YAML reads an unquoted 0123 as 83 and 12:30 as 750
+            raise ConfigError(f"{path}: quote the value; unquoted, YAML reads it as "
+                              f"{_describe(value, path)}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"{path}: expected a string, got {_describe(value)}")
+        raise ConfigError(f"{path}: expected a string, got {_describe(value, path)}")
     return value
 
 
-def _describe(value: Any) -> str:
+def _pass_through(value: Any, path: str) -> Any:
+    """An entry of kafka.consumer / kafka.producer, whose types only kafka-python knows."""
+    if _is_secret(path):
+        if isinstance(value, str):
+            return str(value)  # typed in env or --set: as written, never read as YAML
+        raise ConfigError(f"{path}: quote the value; unquoted, YAML reads it as "
+                          f"{_describe(value, path)}")
+    return _yaml_value(value)
+
+
+def _describe(value: Any, path: str = "") -> str:
+    if _is_secret(path):
+        return f"a {type(value).__name__}"  # never the value itself
     return f"{type(value).__name__} {value!r}"[:80]
 
 
@@ -327,6 +354,14 @@ def _validate(config: Config) -> None:
         raise ConfigError("model.lanes: must be zero (auto) or more")
     if config.input.decode_processes < 0:
         raise ConfigError("input.decode_processes: must be zero (the main thread) or more")
+    for i, server in enumerate(config.kafka.bootstrap_servers):
+        address = _SCHEME.sub("", server)  # SASL_SSL://host:port is how Java clients write it
+        if "@" in address:  # user:password@host: never echoed, and kafka-python cannot use it
+            raise ConfigError(f"kafka.bootstrap_servers[{i}]: expected host:port, got an address "
+                              "with credentials; give them as kafka.sasl_plain_username and "
+                              "kafka.sasl_plain_password_file")
+        if not _HOST_PORT.fullmatch(address):
+            raise ConfigError(f"kafka.bootstrap_servers[{i}]: expected host:port, got {server!r}")
     if not config.kafka.input_topics:
         raise ConfigError("kafka.input_topics: at least one topic is needed")
     topics = {"kafka.output_topic": config.kafka.output_topic,
@@ -377,3 +412,8 @@ def _is_secret(key: object) -> bool:
 
 
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")  # Kafka's rule for topic names
+_SCHEME = re.compile(r"^[A-Za-z_]+://")
+# host, host:port, [IPv6]:port or a bare IPv6 address, as kafka-python reads them.
+_HOST_PORT = re.compile(
+    r"[^\s:/@\[\]]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*"
+)

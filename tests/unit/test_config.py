@@ -256,3 +256,62 @@ def test_client_settings_of_the_right_kind_pass_as_they_are():
     assert producer_settings(config.kafka)["acks"] == "all"
     assert producer_settings(config.kafka)["linger_ms"] == 2.5
     assert consumer_settings(config.kafka)["check_crcs"] is False
+
+
+def test_config_errors_never_echo_a_secret(tmp_path):
+    """Before, PyYAML's quote of the line, a malformed --set item and the value of a wrong type
+    went into the error message, password included."""
+    cases = []
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("kafka:\n  sasl_plain_password: Hunter2: s3cretPW\n")
+    cases.append((bad_yaml, []))
+    at_sign = tmp_path / "at.yaml"
+    at_sign.write_text("kafka:\n  sasl_plain_password: @s3cretPW!\n")
+    cases.append((at_sign, []))
+    cases.append((None, ["kafka.sasl_plain_password:s3cretPW"]))
+    dated = tmp_path / "date.yaml"
+    dated.write_text("kafka:\n  input_topics: [in]\n  ssl_password: 2024-05-17\n")
+    cases.append((dated, []))
+    for path, overrides in cases:
+        with pytest.raises(ConfigError) as caught:
+            load_config(path, overrides, environ={})
+        message = str(caught.value)
+        assert "s3cretPW" not in message and "2024" not in message, message
+    with pytest.raises(ConfigError, match=r"invalid YAML at line 2, column \d+"):
+        load_config(bad_yaml, environ={})
+
+
+def test_an_unquoted_secret_that_yaml_would_change_is_refused_and_typed_ones_stay_verbatim(
+        tmp_path):
+    path = tmp_path / "w.yaml"
+    path.write_text("kafka:\n  input_topics: [in]\n  sasl_plain_password: 0123\n")
+    with pytest.raises(ConfigError, match="kafka.sasl_plain_password: quote the value") as caught:
+        load_config(path, environ={})
+    assert "83" not in str(caught.value)  # YAML 1.1 reads 0123 as octal
+    path.write_text("kafka:\n  input_topics: [in]\n  producer: {ssl_password: 12:30}\n")
+    with pytest.raises(ConfigError, match="kafka.producer.ssl_password: quote the value"):
+        load_config(path, environ={})
+    config = load_config(None, ["kafka.input_topics=in"],
+                         environ={"STREAMCLF__KAFKA__CONSUMER__SASL_PLAIN_PASSWORD": "0123",
+                                  "STREAMCLF__KAFKA__SASL_PLAIN_PASSWORD": "12:30"})
+    assert config.kafka.consumer["sasl_plain_password"] == "0123"
+    assert config.kafka.sasl_plain_password == "12:30"
+
+
+@pytest.mark.parametrize("server", ["localhost:9092", "broker", "10.0.0.1:9092", "[::1]:9092",
+                                    "SASL_SSL://kafka.prod.svc:9093"])
+def test_bootstrap_addresses_kafka_python_reads_are_accepted(server):
+    config = load_config(None, ["kafka.input_topics=in", f"kafka.bootstrap_servers={server}"],
+                         environ={})
+    assert config.kafka.bootstrap_servers == [server]
+
+
+def test_a_bootstrap_address_with_credentials_is_refused_without_echoing_them():
+    """Before, kafka-python tried to resolve "alice:UrlS3cret@host" for ever and logged it."""
+    with pytest.raises(ConfigError, match=r"kafka.bootstrap_servers\[1\]: .*credentials") as caught:
+        load_config(None, ["kafka.input_topics=in",
+                           "kafka.bootstrap_servers=a:9092,sasl://alice:UrlS3cret@b:9092"],
+                    environ={})
+    assert "UrlS3cret" not in str(caught.value)
+    with pytest.raises(ConfigError, match=r"kafka.bootstrap_servers\[0\]: expected host:port"):
+        load_config(None, ["kafka.input_topics=in", "kafka.bootstrap_servers=b:port"], environ={})
