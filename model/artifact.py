@@ -179,9 +179,10 @@ def _config_problem(config: dict[str, Any]) -> str | None:
     temperature = config.get("temperature", 1.0)
     if not isinstance(temperature, (int, float)) or not 0 < temperature < float("inf"):
         return f"temperature must be a positive number, not {temperature!r}"
-    for name in ("threshold", "head_fraction"):
-        if config.get(name) is not None and not _is_probability(config[name]):
-            return f"{name} must be within [0, 1], not {config[name]!r}"
+    if config.get("threshold") is not None and not _is_probability(config["threshold"]):
+        return f"threshold must be within [0, 1], not {config['threshold']!r}"
+    if "head_fraction" in config and not _is_probability(config["head_fraction"]):
+        return f"head_fraction must be within [0, 1], not {config['head_fraction']!r}"
     thresholds = config.get("thresholds")
     if thresholds is not None and not (
         isinstance(thresholds, dict) and all(_is_probability(v) for v in thresholds.values())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from model.artifact import ArtifactError, load_artifact
+from model.artifact import Artifact, ArtifactError, load_artifact
 from model.lstm import LSTMClassifier
 from model.tokenizer import PAD_ID, UNK_ID, TextTokenizer, Vocab, tokenize
 
@@ -105,6 +105,23 @@ def decide(
     return max(range(len(probs)), key=lambda i: probs[i])
 
 
+def _check_shapes(art: Artifact) -> None:
+    """Compare the model its config describes with the weights before allocating it: a config
+    asking for 300 million pair buckets beside small weights took 2.9 GB, then failed."""
+    try:
+        with torch.device("meta"):  # shapes only, no memory
+            expected = {name: tuple(t.shape)
+                        for name, t in LSTMClassifier(art.model_config).state_dict().items()}
+    except (RuntimeError, TypeError, ValueError, AttributeError, AssertionError) as exc:
+        raise ArtifactError(f"{art.path}: its model config cannot build a model: {exc}") from exc
+    given = {name: tuple(t.shape) for name, t in art.state_dict.items()}
+    wrong = sorted(name for name in expected.keys() | given.keys()
+                   if expected.get(name) != given.get(name))
+    if wrong:
+        details = ", ".join(f"{n} {given.get(n)} (config: {expected.get(n)})" for n in wrong[:3])
+        raise ArtifactError(f"{art.path}: the weights do not fit its model config: {details}")
+
+
 class Predictor:
     """A loaded model ready to classify. Classifying changes no state, so several threads may
     call it at once (the worker's `model.lanes`)."""
@@ -178,10 +195,11 @@ class Predictor:
         if quantize == "int8" and dev.type != "cpu":
             raise ValueError(f"int8 quantization runs on the CPU only, not on {dev}")
         art = load_artifact(path, map_location="cpu")
+        _check_shapes(art)
         try:
             model: torch.nn.Module = LSTMClassifier(art.model_config)
             model.load_state_dict(art.state_dict)  # float16 on disk → float32 parameters
-        except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
+        except (RuntimeError, TypeError, ValueError, AttributeError, AssertionError) as exc:
             raise ArtifactError(f"{art.path}: the weights do not fit its model config: {exc}"
                                 ) from exc
         broken = [name for name, tensor in art.state_dict.items()

@@ -310,6 +310,7 @@ def test_tampered_config_is_rejected(tmp_path: Path) -> None:
         ({"temperature": 0}, "temperature must be a positive number"),
         ({"max_tokens": 0}, "max_tokens must be a positive integer"),
         ({"thresholds": {"email": 2.0}}, "thresholds must map"),
+        ({"head_fraction": None}, "head_fraction must be within"),  # was a TypeError, exit 1
     ],
 )
 def test_an_artifact_whose_config_cannot_serve_is_refused_at_load(
@@ -330,6 +331,32 @@ def test_weights_that_do_not_fit_the_config_are_an_artifact_error(tmp_path: Path
     meta = {"name": "tiny", "version": "1", "labels": ["ham", "spam"], "positive_label": "spam"}
     path = save_artifact(tmp_path / "art", meta, bigger, vocab, model.state_dict())
     with pytest.raises(ArtifactError, match="do not fit its model config"):
+        Predictor.load(path, device="cpu")
+
+
+def test_a_config_declaring_huge_tables_is_refused_before_anything_is_allocated(
+        tmp_path: Path) -> None:
+    """Before, the declared sizes were allocated first: 300 million pair buckets beside small
+    weights took 2.9 GB of memory, then failed."""
+    import resource
+
+    model, vocab = _tiny()
+    huge = LSTMConfig(**{**model.config.to_dict(), "bag_bigrams": 2_000_000_000})
+    meta = {"name": "tiny", "version": "1", "labels": ["ham", "spam"], "positive_label": "spam"}
+    path = save_artifact(tmp_path / "art", meta, huge, vocab, model.state_dict())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ArtifactError, match="do not fit its model config: bigrams"):
+        Predictor.load(path, device="cpu")
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kb < 500_000, f"peak memory grew by {grown_kb} kB"  # the table: 16 GB
+
+
+def test_a_padding_id_outside_the_vocabulary_is_an_artifact_error(tmp_path: Path) -> None:
+    model, vocab = _tiny()
+    odd = LSTMConfig(**{**model.config.to_dict(), "pad_id": 1_000_000})
+    meta = {"name": "tiny", "version": "1", "labels": ["ham", "spam"], "positive_label": "spam"}
+    path = save_artifact(tmp_path / "art", meta, odd, vocab, model.state_dict())
+    with pytest.raises(ArtifactError, match="cannot build a model"):  # was an AssertionError
         Predictor.load(path, device="cpu")
 
 
