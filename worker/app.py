@@ -412,8 +412,12 @@ class Worker:
             self.metrics_port = self._server.port
             log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, self.metrics_port)
         try:
-            classifier = self._load_classifier()
-            self._start_decoding(classifier)
+            self.health.starting, self.health.last_loop_at = True, time.monotonic()
+            try:
+                classifier = self._load_classifier()
+                self._start_decoding(classifier)
+            finally:
+                self.health.starting, self.health.last_loop_at = False, time.monotonic()
             if self._stop.is_set() or not self._connect():
                 return 0  # stopped before the broker was reachable: nothing was consumed
             inference = threading.Thread(

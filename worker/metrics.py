@@ -204,8 +204,12 @@ class Health:
     connected: bool = True
     last_loop_at: float = field(default_factory=time.monotonic)
     connecting: bool = False  # creating the Kafka clients, retrying while the broker is away
+    starting: bool = False  # loading the model (and starting decoding processes)
     stuck_reason: str | None = None
     loop_deadline_s: float = 60.0
+    # A large model on a cold node or a first CUDA start can take minutes; a load that hangs
+    # still fails liveness, later.
+    start_deadline_s: float = 600.0
 
     def ready(self) -> tuple[bool, str]:
         if not self.model_loaded:
@@ -217,7 +221,11 @@ class Health:
         return True, "ready"
 
     def alive(self) -> tuple[bool, str]:
-        if not self.connecting and time.monotonic() - self.last_loop_at > self.loop_deadline_s:
+        waited = time.monotonic() - self.last_loop_at
+        if self.starting:
+            if waited > self.start_deadline_s:
+                return False, f"model not loaded after {self.start_deadline_s:.0f} s"
+        elif not self.connecting and waited > self.loop_deadline_s:
             return False, f"worker loop has not run for {self.loop_deadline_s:.0f} s"
         if self.stuck_reason:
             return False, self.stuck_reason

@@ -129,3 +129,16 @@ def test_a_client_gone_mid_answer_leaves_no_traceback_on_stderr(capsys) -> None:
         assert capsys.readouterr().err == ""
     finally:
         server.stop()
+
+
+def test_a_model_still_loading_is_alive_until_the_start_deadline() -> None:
+    """Before, /healthz failed 60 s into a slow model load, and the liveness probe restarted
+    the pod before it could ever finish loading."""
+    health = Health(starting=True)
+    health.last_loop_at = time.monotonic() - 70  # loading for 70 s: past the loop deadline
+    assert health.alive() == (True, "alive")
+    health.last_loop_at = time.monotonic() - health.start_deadline_s - 1
+    assert health.alive() == (False, "model not loaded after 600 s")
+    health.starting = False
+    health.last_loop_at = time.monotonic() - 70
+    assert health.alive() == (False, "worker loop has not run for 60 s")

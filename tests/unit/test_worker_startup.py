@@ -74,3 +74,22 @@ def test_an_artifact_with_weights_that_are_not_numbers(three_labels: Path,
     save_artifact(tmp_path / "nan", art.config, art.model_config, art.vocab, state)
     with pytest.raises(ConfigError, match="model.path: .*not finite"):
         start(f"model.path={tmp_path / 'nan'}")
+
+
+def test_the_worker_counts_as_starting_while_its_model_loads(monkeypatch) -> None:
+    from model.predictor import Predictor
+
+    config = load_config(None, ["kafka.bootstrap_servers=127.0.0.1:1", "kafka.input_topics=in",
+                                "metrics.enabled=false"], environ={})
+    worker = Worker(config)
+    seen = []
+    real_load = Predictor.load
+
+    def watched_load(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.append(worker.health.starting)
+        worker.stop()  # once loaded, return before connecting
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "load", watched_load)
+    assert worker.run() == 0
+    assert seen == [True] and not worker.health.starting
