@@ -113,3 +113,12 @@ def test_worker_config_points_at_the_compose_broker() -> None:
     config = yaml.safe_load((DEPLOY / "compose" / "worker.yaml").read_text())
     assert config["kafka"]["bootstrap_servers"] == "kafka:9092"
     assert config["metrics"]["port"] == 9100
+
+
+def test_published_ports_are_on_loopback_only(model: dict) -> None:
+    """Kafka without authentication and Grafana's default admin password stay on the host."""
+    published = [(name, port) for name, service in model["services"].items()
+                 for port in service.get("ports", [])]
+    assert published, "the stack publishes Kafka, Prometheus and Grafana"
+    for name, port in published:
+        assert port.get("host_ip") == "127.0.0.1", f"{name}: {port}"
