@@ -371,6 +371,10 @@ class Worker:
         self._listener = _RebalanceEvents()
         self._paused = False
         self._last_tracked: dict[Partition, int] = {}
+        # The partitions assigned now; the inference and publisher threads skip the records of
+        # any other (revoked or lost: no longer tracked or counted, the new owner redoes them).
+        # Replaced whole, so those threads read it without a lock.
+        self._owned: frozenset[Partition] = frozenset()
         self._last_commit_at = 0.0
         self._last_lag_at = 0.0
         self._progress = ProgressClock(time.monotonic())
@@ -653,6 +657,11 @@ class Worker:
                     stopping = True
                     break
                 window.extend(more)
+            window = self._owned_only(window)
+            if not window:
+                if stopping:
+                    return
+                continue
             predictions: list[Prediction | None] = [None] * len(window)
             # Handing batches to lanes counts as forward-pass time: a lane waits on this thread
             # (short GIL waits) for its next batch, so a backlog runs at the short interval.
@@ -689,15 +698,27 @@ class Worker:
             for batch in running:
                 batch.result()  # the batch's own failures were dead-lettered by the lane
             classified_at_ms = int(time.time() * 1000)  # the window's forward passes are done
+            owned = self._owned
             for request, prediction in zip(window, predictions, strict=True):
-                if prediction is None:
-                    continue
+                if prediction is None or (request.record.topic,
+                                          request.record.partition) not in owned:
+                    continue  # dead-lettered, or its partition was revoked meanwhile
                 try:
                     self._publish(request, prediction, classified_at_ms)
                 except Exception as exc:  # one record must not stop every later result
                     log.exception("cannot publish the result of %s", request.record.ref)
                     self._dead_letter(Rejection(request.record, codec.OUTPUT,
                                                 f"the result could not be built: {exc!r}"))
+
+    def _owned_only(self, window: list[Request]) -> list[Request]:
+        """The requests of *window* whose partitions are still assigned: records of a revoked
+        partition are the new owner's to classify, and are no longer counted in flight here."""
+        owned = self._owned
+        kept = [r for r in window if (r.record.topic, r.record.partition) in owned]
+        if len(kept) < len(window):
+            log.info("dropped %d records of revoked partitions before classifying them",
+                     len(window) - len(kept))
+        return kept
 
     def _classify_window(
         self,
@@ -1006,6 +1027,7 @@ class Worker:
                         pass
         if changed:
             assigned = consumer.assignment()
+            self._owned = frozenset((tp.topic, tp.partition) for tp in assigned)
             self.health.assigned = bool(assigned)
             self.metrics.assigned_partitions.set(len(assigned))
             self.metrics.ready.set(1 if self.health.ready()[0] else 0)

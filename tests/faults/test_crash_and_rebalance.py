@@ -3,14 +3,18 @@ uncommitted window, per-partition order is kept."""
 
 from __future__ import annotations
 
+import ast
 import json
 import random
+import re
 import time
 import uuid
 from collections import Counter, defaultdict
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from kafka import KafkaProducer
 
 from tests.conftest import TopicReader, poll_until
 from tests.faults.harness import Stream, WorkerProcess, committed_offsets
@@ -171,4 +175,57 @@ def test_members_join_leave_and_die_while_streaming(broker, topics, tmp_path, ex
     print(f"rebalance test: {len(stream.keys)} keys, "
           f"{sum(n - 1 for n in counts.values())} duplicates, first member saw "
           f"{rebalances:.0f} rebalances")
+    reader.close()
+
+
+def test_a_member_does_not_publish_the_queued_records_of_partitions_taken_from_it(
+        broker, topics, tmp_path):
+    """A member queues a backlog; a second member joins and takes half of the partitions. The
+    first member's records of those partitions still waiting for inference are the new owner's:
+    before, the first member classified and published them all the same (outside its in-flight
+    count), and the new owner produced every one of them again."""
+    from worker.kafka import ensure_topics
+
+    names = topics(partitions=4)
+    outputs = {name: f"{names['output']}-{name}" for name in ("w1", "w2")}
+    ensure_topics(broker, list(outputs.values()), partitions=1)
+    keys = [f"q{i}" for i in range(1600)]
+    producer = KafkaProducer(bootstrap_servers=broker)
+    for i, key in enumerate(keys):
+        producer.send(names["input"], key=key.encode(), partition=i % 4,
+                      value=json.dumps({"id": key, "text": f"note number {i}"}).encode())
+    producer.flush()
+    producer.close()
+    group = "revoke-" + uuid.uuid4().hex[:6]
+    settings = ("batching.max_batch_size=16", "model.lanes=1")
+    members = {name: WorkerProcess(broker, {**names, "output": topic}, group, settings,
+                                   slow_ms=500, log_dir=tmp_path, name=name)
+               for name, topic in outputs.items()}
+    reader = TopicReader(broker, *outputs.values())
+    members["w1"].start()
+    try:
+        reader.wait_for(64, timeout_s=120)  # the first member holds the whole backlog
+        members["w2"].start()
+        poll_until(lambda: members["w2"].metric("streamclf_assigned_partitions") == 2,
+                   timeout_s=60, what="the second member to take two partitions")
+        poll_until(lambda: set(keys) <= {r.key.decode() for r in reader.read()},
+                   timeout_s=240, what="a result for every record")
+    finally:
+        codes = [member.terminate() for member in members.values() if member.alive]
+    assert codes == [0, 0]
+    # When the first member gave the partitions up, from its log (local time, as logging writes).
+    log = (tmp_path / "w1-1.log").read_text()
+    match = re.search(r"^(\S+ \S+) INFO worker.app: partitions revoked: (\[.*\])$", log, re.M)
+    assert match, "the first member logs the revocation"
+    revoked_at_ms = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f").timestamp() * 1000
+    revoked = {int(name.rsplit(":", 1)[1]) for name in ast.literal_eval(match[2])}
+    late = [r for r in reader.records if r.topic == outputs["w1"]
+            and json.loads(r.value)["source"]["partition"] in revoked
+            and json.loads(r.value)["classified_at_ms"] > revoked_at_ms + 1000]
+    both = ({r.key for r in reader.records if r.topic == outputs["w1"]}
+            & {r.key for r in reader.records if r.topic == outputs["w2"]})
+    print(f"revoke test: partitions {sorted(revoked)} revoked from w1; {len(late)} of their "
+          f"results published by w1 more than 1 s later; {len(both)} records with results "
+          "from both members")
+    assert not late, "results of partitions already given up"
     reader.close()

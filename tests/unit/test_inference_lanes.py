@@ -148,6 +148,7 @@ def test_a_free_lane_takes_the_next_batch_while_the_one_before_still_runs() -> N
     classifier = HoldsTheFirstBatch()
     worker = Worker(config, classifier=classifier)
     worker._load_classifier()  # noqa: SLF001 (plans the lanes)
+    worker._owned = frozenset({("in", 0)})  # noqa: SLF001 (as if partition in-0 were assigned)
     inference = threading.Thread(target=worker._inference_loop, args=(classifier,))  # noqa: SLF001
     inference.start()
     requests = _window(8)
@@ -288,3 +289,39 @@ def test_the_switch_interval_stays_short_until_the_last_overlapping_pass_ends(
     assert sys.getswitchinterval() == pytest.approx(0.001)
     passes.__exit__(None, None, None)  # lane 2 ends
     assert sys.getswitchinterval() == pytest.approx(usual_switch_interval)
+
+
+def test_records_of_a_partition_no_longer_assigned_are_not_classified() -> None:
+    """A revoked partition's records still queued for inference belong to the new owner; they
+    are no longer tracked or counted in flight here (before, they were classified and published,
+    past max_in_flight, and the new owner produced them again)."""
+    class Counts(_FakeModel):
+        seen = 0
+
+        def predict_ids(self, seqs: Sequence[Sequence[int]]) -> list[_Labelled]:
+            self.seen += len(seqs)
+            return [_Labelled(s) for s in seqs]
+
+    config = load_config(None, ["batching.max_batch_size=4"], environ={})
+    classifier = Counts()
+    worker = Worker(config, classifier=classifier)
+    worker._load_classifier()  # noqa: SLF001
+    worker._owned = frozenset({("in", 0)})  # noqa: SLF001
+    inference = threading.Thread(target=worker._inference_loop, args=(classifier,))  # noqa: SLF001
+    inference.start()
+    kept = _window(3)
+    gone = [Request(SourceRecord("in", 1, i, 0, b"k", b"v", ()), f"g{i}", "text", [i + 1])
+            for i in range(3)]
+    try:
+        worker._batches.put([kept[0], gone[0], kept[1], gone[1]])  # noqa: SLF001
+        worker._batches.put([gone[2]])  # noqa: SLF001
+        worker._batches.put([kept[2]])  # noqa: SLF001
+        classified = []
+        while len(classified) < 3:
+            window, predictions, running = worker._classified.get(timeout=20.0)  # noqa: SLF001
+            classified += [r.record.partition for r in window]
+    finally:
+        worker._batches.put(None)  # noqa: SLF001
+        inference.join(timeout=20.0)
+    assert classified == [0, 0, 0]
+    assert classifier.seen == 3
