@@ -199,7 +199,7 @@ class Predictor:
         try:
             model: torch.nn.Module = LSTMClassifier(art.model_config)
             model.load_state_dict(art.state_dict)  # float16 on disk → float32 parameters
-        except (RuntimeError, TypeError, ValueError, AttributeError, AssertionError) as exc:
+        except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
             raise ArtifactError(f"{art.path}: the weights do not fit its model config: {exc}"
                                 ) from exc
         broken = [name for name, tensor in art.state_dict.items()

@@ -304,9 +304,8 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     if hint is str:
         if isinstance(value, str):
             return value
-        if _is_secret(path):  # YAML reads an unquoted 0123 as 83 and 12:30 as 750
-            raise ConfigError(f"{path}: quote the value; unquoted, YAML reads it as "
-                              f"{_describe(value, path)}")
+        if _is_secret(path):
+            raise _unquoted_secret(path, value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
         raise ConfigError(f"{path}: expected a string, got {_describe(value, path)}")
@@ -318,9 +317,14 @@ def _pass_through(value: Any, path: str) -> Any:
     if _is_secret(path):
         if isinstance(value, str):
             return str(value)  # typed in env or --set: as written, never read as YAML
-        raise ConfigError(f"{path}: quote the value; unquoted, YAML reads it as "
-                          f"{_describe(value, path)}")
+        raise _unquoted_secret(path, value)
     return _yaml_value(value)
+
+
+def _unquoted_secret(path: str, value: Any) -> ConfigError:
+    """YAML reads an unquoted 0123 as 83 and 12:30 as 750: a secret must be written quoted."""
+    return ConfigError(f"{path}: quote the value; unquoted, YAML reads it as "
+                       f"{_describe(value, path)}")
 
 
 def _describe(value: Any, path: str = "") -> str:
