@@ -304,10 +304,9 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     if hint is str:
         if isinstance(value, str):
             return value
-        if _is_secret(path):
-            raise _unquoted_secret(path, value)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
+        if _is_secret(path) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            # Not str(value): YAML has already read group_id: 012 as 10 and 1.10 as 1.1.
+            raise _unquoted(path, value)
         raise ConfigError(f"{path}: expected a string, got {_describe(value, path)}")
     return value
 
@@ -317,12 +316,12 @@ def _pass_through(value: Any, path: str) -> Any:
     if _is_secret(path):
         if isinstance(value, str):
             return str(value)  # typed in env or --set: as written, never read as YAML
-        raise _unquoted_secret(path, value)
+        raise _unquoted(path, value)
     return _yaml_value(value)
 
 
-def _unquoted_secret(path: str, value: Any) -> ConfigError:
-    """YAML reads an unquoted 0123 as 83 and 12:30 as 750: a secret must be written quoted."""
+def _unquoted(path: str, value: Any) -> ConfigError:
+    """YAML reads an unquoted 0123 as 83 and 12:30 as 750: a string must be written quoted."""
     return ConfigError(f"{path}: quote the value; unquoted, YAML reads it as "
                        f"{_describe(value, path)}")
 

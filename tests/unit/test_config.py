@@ -298,6 +298,22 @@ def test_an_unquoted_secret_that_yaml_would_change_is_refused_and_typed_ones_sta
     assert config.kafka.sasl_plain_password == "12:30"
 
 
+@pytest.mark.parametrize(("written", "yaml_reads"), [("012", "10"), ("1.10", "1.1"),
+                                                      ("1_000", "1000"), ("1:30", "90")])
+def test_a_string_setting_that_yaml_reads_as_a_number_is_refused(tmp_path, written, yaml_reads):
+    """Before, group_id: 012 became the group "10": another group's offsets, silently."""
+    path = tmp_path / "w.yaml"
+    path.write_text(f"kafka:\n  input_topics: [in]\n  group_id: {written}\n")
+    with pytest.raises(ConfigError, match=f"kafka.group_id: quote the value; unquoted, YAML "
+                                          f"reads it as (int|float) {yaml_reads}"):
+        load_config(path, environ={})
+    path.write_text(f"kafka:\n  input_topics: [in]\n  group_id: '{written}'\n")
+    assert load_config(path, environ={}).kafka.group_id == written
+    config = load_config(None, ["kafka.input_topics=in", f"kafka.group_id={written}"],
+                         environ={})
+    assert config.kafka.group_id == written  # typed on the command line: as written
+
+
 @pytest.mark.parametrize("server", ["localhost:9092", "broker", "10.0.0.1:9092", "[::1]:9092",
                                     "SASL_SSL://kafka.prod.svc:9093"])
 def test_bootstrap_addresses_kafka_python_reads_are_accepted(server):

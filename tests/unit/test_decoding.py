@@ -235,9 +235,10 @@ def test_a_process_killed_while_idle_loses_no_record_submitted_after(victim: int
 
     failures: list[int] = []
     pool = DecodePool(2, SETTINGS, pid_tokenizer, on_failure=lambda: failures.append(1))
+    before = {p.pid for p in multiprocessing.active_children()}  # an earlier test's, ending
     try:
         pool.start()
-        children = sorted(p.pid for p in multiprocessing.active_children() if p.pid)
+        children = sorted({p.pid for p in multiprocessing.active_children()} - before)
         os.kill(children[victim], signal.SIGKILL)
         got: list[Request | Rejection] = []
         # Whether the pool has noticed the death yet or not when records arrive, none is lost.
@@ -255,5 +256,5 @@ def test_a_process_killed_while_idle_loses_no_record_submitted_after(victim: int
     # The broken pool's other process ends too. When the killed one held the pool's queue lock,
     # the other waited on it for good and ignored the pool's SIGTERM: it, and the interpreter's
     # exit (which joins the pool's thread), hung.
-    poll_until(lambda: not multiprocessing.active_children(), timeout_s=30,
-               what="every process of both pools to end")
+    poll_until(lambda: not {p.pid for p in multiprocessing.active_children()} - before,
+               timeout_s=30, what="every process of both pools to end")
