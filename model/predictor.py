@@ -63,8 +63,10 @@ QUANTIZE_MODES = ("auto", "none", "int8")
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of *model* with dynamic int8 LSTM and Linear layers (CPU only).
 
-    Measured on the bundled model (docs/performance.md, "Levers"): 1.3–1.4× faster than float32
-    at batches of 4 or more with one torch thread, 0.4× for single records; test F1 unchanged.
+    Measured on the bundled model (docs/performance.md, "Levers"): slower than float32 on the
+    CPU since float32 inference runs unpacked and compiled (about 0.8× at batch 64, 0.3× for
+    single records), test F1 unchanged; before that, 1.3–1.4× faster at batches of 4 or more
+    (docs/performance-log.md).
     """
     import warnings
 

@@ -37,8 +37,9 @@ _CONSUMER_FIXED = {"enable_auto_commit": False}
 # worker retries with backoff.
 _BOOTSTRAP_TIMEOUT_MS = 5_000
 # kafka-python's default (500 ms) is how long a fetch may wait for data: at low and moderate
-# load it becomes most of the end-to-end latency (p99 at half load 644 → 274 ms with 10 ms, see
-# docs/performance.md). 50 ms keeps that gain while an idle worker sends at most ~20 fetches/s.
+# load it becomes most of the end-to-end latency (p99 at half load 644 → 156 ms with 50 ms and the
+# publisher thread, docs/performance.md, "Levers measured"). 50 ms keeps that gain while an idle
+# worker sends at most ~20 fetches/s.
 _FETCH_MAX_WAIT_MS = 50
 # kafka-python backs off up to 30 s between reconnects to a broker that keeps refusing: after an
 # outage of a few seconds a worker sat idle for seconds more. 1 s (the Java client's default)
