@@ -92,7 +92,7 @@ def test_broker_command_serves_and_stops_cleanly():
 @pytest.mark.integration
 def test_the_embedded_broker_has_its_own_session_and_refuses_a_taken_port():
     """A Ctrl-C in the terminal signals the whole foreground group: with the broker in it, the
-    demo's producer flushed into a dead broker for good (helper review: `make demo` hung)."""
+    demo's producer flushed into a dead broker for good (`make demo` hung on Ctrl-C)."""
     import os
     import socket
 
