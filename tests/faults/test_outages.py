@@ -354,6 +354,54 @@ def test_output_outage_never_commits_past_unacknowledged(broker, topics, tmp_pat
     reader.close()
 
 
+def test_the_producer_delivers_again_after_the_broker_was_silent_past_the_delivery_timeout(
+        broker, topics, tmp_path):
+    """A broker that stops answering (hung, or a network partition that keeps connections
+    open) while produce requests are out: once their batches expired, kafka-python's idempotent
+    producer dropped its producer id and never asked for a new one. After the broker was back it
+    sent nothing and failed nothing, so the worker held those records until liveness restarted
+    it (health.stuck_after_s later). Here the producer's proxy is frozen (SIGSTOP), not cut."""
+    import signal
+
+    names = topics()
+    group = "silent-" + uuid.uuid4().hex[:6]
+    proxy = Proxy(broker).start()
+    reader = TopicReader(broker, names["output"])
+    producer_settings = (f"kafka.producer={{bootstrap_servers: [{proxy.bootstrap}], "
+                         "request_timeout_ms: 1500, delivery_timeout_ms: 3000, "
+                         "max_block_ms: 2000}")
+    worker = WorkerProcess(broker, names, group, log_dir=tmp_path,
+                           extra=(producer_settings,
+                                  "kafka.produce_retry_max_backoff_ms=1000")).start()
+    assert proxy.process is not None
+    try:
+        produce_backlog(broker, names["input"], 100)
+        reader.wait_for(100, timeout_s=120)  # the producer has its id
+        proxy.process.send_signal(signal.SIGSTOP)
+        try:
+            produce_backlog(broker, names["input"], 200, text="sent while the broker is silent")
+            poll_until(lambda: worker.metric("streamclf_produce_errors_total",
+                                             {"topic": names["output"]}) >= 1,
+                       timeout_s=60, what="a batch expired while the broker was silent")
+        finally:
+            proxy.process.send_signal(signal.SIGCONT)
+        resumed_at = time.monotonic()
+        poll_until(lambda: sum(committed_offsets(broker, group).values()) >= 300,
+                   timeout_s=60, what="every record acknowledged and committed after the silence")
+        recovered_s = time.monotonic() - resumed_at
+        errors = worker.metric("streamclf_produce_errors_total", {"topic": names["output"]})
+        assert worker.alive
+    finally:
+        code = worker.terminate()
+        proxy.stop()
+    assert code == 0
+    keys = {r.key for r in reader.read()}
+    assert {f"b{i}".encode() for i in range(200)} <= keys
+    print(f"silent broker: recovered {recovered_s:.1f} s after it answered again, "
+          f"{errors:.0f} produce errors retried")
+    reader.close()
+
+
 def test_results_keep_input_order_when_sends_time_out_before_they_are_queued(
         broker, topics, tmp_path):
     """The producer cut before it knows the output topic: each send times out after
