@@ -10,6 +10,7 @@ import io
 import json
 import mailbox
 import os
+import re
 import stat
 import tempfile
 import zlib
@@ -44,6 +45,9 @@ class Example:
     source: str
     raw: bytes | None
     text: str | None
+    # What the split hash reads instead of the id: for mail, a name that does not depend on the
+    # folder given (the id does: `spam/0.eml` given the parent, `0.eml` given spam/).
+    split_key: str | None = None
 
 
 def assigned_split(ex: Example) -> str:
@@ -51,7 +55,8 @@ def assigned_split(ex: Example) -> str:
     for `train`, `eval` and `produce --split`, so a model is never scored on its training mail."""
     if ex.split is not None:
         return ex.split
-    bucket = zlib.crc32(ex.id.encode("utf-8", "surrogateescape")) % 10
+    key = ex.split_key or ex.id
+    bucket = zlib.crc32(key.encode("utf-8", "surrogateescape")) % 10
     return "val" if bucket == 0 else "test" if bucket == 1 else "train"
 
 
@@ -167,6 +172,16 @@ def _relative_id(path: Path, root: Path) -> str:
         return path.name
 
 
+# A maildir message's flags ("unique:2,S"), which a mail client changes when it moves the
+# message from new/ to cur/ or marks it read.
+_MAILDIR_INFO = re.compile(r"[:!]2,[^/]*$")
+
+
+def _mail_split_key(path: Path) -> str:
+    """The file's own name without maildir flags: the same whichever folder above it is given."""
+    return _MAILDIR_INFO.sub("", path.name)
+
+
 def _eml_example(path: Path, root: Path) -> Example:
     try:
         raw = path.read_bytes()
@@ -179,6 +194,7 @@ def _eml_example(path: Path, root: Path) -> Example:
         source=root.name or "eml",
         raw=raw,
         text=None,
+        split_key=_mail_split_key(path),
     )
 
 
@@ -260,6 +276,7 @@ def _iter_mbox(path: Path, root: Path) -> Iterator[Example]:
                 source=path.name,
                 raw=box.get_bytes(key),
                 text=None,
+                split_key=f"{_mail_split_key(path)}:{i}",
             )
     finally:
         box.close()

@@ -176,3 +176,30 @@ def test_data_without_a_split_is_split_by_id_the_same_everywhere() -> None:
     assert normalize_split("Validation") == "val"
     with pytest.raises(DataError):
         normalize_split("tset")
+
+
+def test_mail_keeps_its_split_whichever_folder_is_given(tmp_path: Path) -> None:
+    """Train on a mail folder, evaluate on its subfolders (or after a mail client moved a
+    maildir message from new/ to cur/, adding flags): each message must keep its split, or
+    eval scores training mail."""
+    root = tmp_path / "mail"
+    for label in ("ham", "spam"):
+        for sub in ("new", "cur", "tmp"):
+            (root / label / sub).mkdir(parents=True)
+        for i in range(60):
+            (root / label / "new" / f"17000{i}.M{i}P1.host").write_bytes(
+                EML % (i, i) + label.encode())
+        (root / f"{label}.mbox").write_bytes(b"".join(
+            b"From a@b Mon Jan  1 00:00:00 2024\n" + EML % (i, i) + label.encode() + b"box\n"
+            for i in range(30)))
+
+    def splits(*paths: Path) -> dict[bytes, str]:
+        return {ex.raw: assigned_split(ex) for p in paths for ex in iter_examples(p) if ex.raw}
+
+    whole = splits(root)
+    assert set(whole.values()) == {"train", "val", "test"}
+    parts = splits(root / "ham", root / "spam", root / "ham.mbox", root / "spam.mbox")
+    assert parts == whole
+    for msg in list((root / "spam" / "new").iterdir()):
+        msg.rename(root / "spam" / "cur" / f"{msg.name}:2,S")
+    assert splits(root) == whole
