@@ -11,6 +11,7 @@ import gzip
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -378,7 +379,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if problem:
         return _error(problem)
     from model.artifact import ArtifactError
-    from model.data import LABEL_HELP, DataError, normalize_split
+    from model.data import LABEL_HELP, DataError, left_out_note, normalize_split
     from model.evaluate import evaluate, load_eval_examples, score_examples
 
     if args.report:
@@ -394,9 +395,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _error(f"--split {args.split!r}: use train, val, test or all")
     try:
         predictor = _load_predictor(args)
-        examples = load_eval_examples(args.data, split)
+        left_out: Counter[str] = Counter()
+        examples = load_eval_examples(args.data, split, left_out)
     except (ArtifactError, DataError, ValueError) as exc:
         return _error(str(exc))
+    note = left_out_note(left_out)
+    if note:
+        print(f"streamclf: {note}", file=sys.stderr)
     if not examples:
         return _error(f"no labelled examples in split {args.split!r} ({LABEL_HELP}; data "
                       "without a split goes 8 in 10 by id to train, 1 to val, 1 to test)")

@@ -22,7 +22,7 @@ from typing import Any
 from model.email import MBOX_FROM, email_to_text, looks_like_email, mail_fields_to_text
 
 __all__ = ["DataError", "Example", "assigned_split", "example_from_row", "example_text",
-           "iter_examples", "LABEL_NAMES", "normalize_split"]
+           "is_blank", "iter_examples", "LABEL_NAMES", "left_out_note", "normalize_split"]
 
 # Mail has no label field: the name of an enclosing folder (a Maildir++ folder's without its
 # dot) or of the mbox file itself gives it. Junk is what mail clients call their spam folder.
@@ -72,6 +72,25 @@ def example_text(ex: Example) -> str:
     if ex.raw is not None:
         return email_to_text(ex.raw)
     return ex.text or ""
+
+
+def is_blank(ex: Example) -> bool:
+    """Nothing to classify (an empty file, a blank text): the worker dead-letters such a value
+    as `empty`, so train and eval leave it out rather than learn or score it."""
+    if ex.raw is not None:
+        return not ex.raw.strip()
+    return not (ex.text or "").strip()
+
+
+def left_out_note(left_out: dict[str, int]) -> str | None:
+    """What train and eval did not use, for the user to see (a mail folder with no label name
+    is easy to miss); None when nothing was left out."""
+    parts = []
+    if left_out.get("blank"):
+        parts.append(f"{left_out['blank']} blank messages")
+    if left_out.get("unlabelled"):
+        parts.append(f"{left_out['unlabelled']} without a label")
+    return f"left out: {', '.join(parts)}" if parts else None
 
 
 def iter_examples(path: str | Path) -> Iterator[Example]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.data import Example, assigned_split, example_text, iter_examples
+from model.data import Example, assigned_split, example_text, is_blank, iter_examples
 from model.metrics import binary_metrics, multiclass_metrics, roc_auc
 from model.predictor import Predictor, decide
 
@@ -33,16 +34,19 @@ def corpus_of(source: str) -> str:
     return source.split("/", 1)[0]
 
 
-def load_eval_examples(paths: Sequence[str | Path], split: str | None) -> list[Example]:
+def load_eval_examples(paths: Sequence[str | Path], split: str | None,
+                       left_out: Counter[str] | None = None) -> list[Example]:
     """Labelled examples of *split* (None or ``all``: every one) from *paths*. Data without a
     split is split by id as `streamclf train` splits it, so its test share is never training
-    data."""
+    data. Those of the split without a label or blank are counted in *left_out*."""
     out = []
     for path in paths:
         for ex in iter_examples(path):
-            if ex.label is None:
-                continue
             if split not in (None, "all") and assigned_split(ex) != split:
+                continue
+            if ex.label is None or is_blank(ex):
+                if left_out is not None:
+                    left_out["unlabelled" if ex.label is None else "blank"] += 1
                 continue
             out.append(ex)
     return out

@@ -26,7 +26,15 @@ from torch import nn
 from model import email
 from model.artifact import save_artifact, sha256_file
 from model.augment import redress_share
-from model.data import LABEL_HELP, Example, assigned_split, example_text, iter_examples
+from model.data import (
+    LABEL_HELP,
+    Example,
+    assigned_split,
+    example_text,
+    is_blank,
+    iter_examples,
+    left_out_note,
+)
 from model.evaluate import corpus_of
 from model.lstm import LSTMClassifier, LSTMConfig
 from model.metrics import (
@@ -99,13 +107,17 @@ def load_splits(paths: Sequence[Path]) -> tuple[dict[str, list[Example]], list[d
     record = []
     for path in paths:
         counts: Counter[str] = Counter()
+        left_out: Counter[str] = Counter()
         for ex in iter_examples(path):
-            if ex.label is None:
+            if ex.label is None or is_blank(ex):
+                left_out["unlabelled" if ex.label is None else "blank"] += 1
                 continue
             split = assigned_split(ex)
             splits[split].append(ex)
             counts[f"{split}/{ex.label}"] += 1
         entry: dict[str, Any] = {"path": Path(path).name, "counts": dict(sorted(counts.items()))}
+        if left_out:
+            entry["left_out"] = dict(sorted(left_out.items()))
         if Path(path).is_file():
             entry["sha256"] = sha256_file(Path(path))
         record.append(entry)
@@ -296,6 +308,9 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
     if missing:
         say(f"warning: no validation examples of {missing}: early stopping cannot judge them")
     say(f"data: {len(train_ex)} train, {len(val_ex)} val; labels {labels}")
+    note = left_out_note(sum((Counter(e.get("left_out", {})) for e in data_record), Counter()))
+    if note:
+        say(note)
     if opts.redress:
         # Its own random stream: the batch order stays that of the same seed without it.
         plain, train_ex = train_ex, redress_share(train_ex, opts.redress, seed=opts.seed)

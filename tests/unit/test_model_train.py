@@ -417,3 +417,37 @@ def test_predict_reads_a_bom_gzip_and_subject_body_rows(
     empty.write_text('{"id": "c"}\n')
     assert cli_main(["predict", str(empty)]) == 2
     assert "no message" in capsys.readouterr().err
+
+
+def test_blank_and_unlabelled_mail_is_left_out_and_said(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty .eml (the worker dead-letters such a value as `empty`) was trained and scored
+    as a message, and mail without a label folder was dropped without a word."""
+    rng = random.Random(3)
+    words = {"spam": "free prize win cash call claim now urgent".split(),
+             "ham": "meeting lunch report tomorrow notes project review team".split()}
+    mail = tmp_path / "mail"
+    for label, pool in words.items():
+        (mail / label).mkdir(parents=True)
+        for i in range(40):
+            body = " ".join(rng.choice(pool) for _ in range(8))
+            (mail / label / f"{label}{i}.eml").write_text(
+                f"From: a@example.org\nSubject: note {i}\n\n{body}\n")
+        for i in range(12):  # enough that some fall in every split
+            (mail / label / f"empty{i}.eml").write_bytes(b"" if i % 2 else b" \n")
+    (mail / "inbox").mkdir()
+    (mail / "inbox" / "0.eml").write_text("From: a@example.org\nSubject: hi\n\nlunch\n")
+    from model.data import assigned_split, iter_examples
+
+    kept = [assigned_split(ex) for ex in iter_examples(mail)
+            if ex.label and ex.raw and ex.raw.strip()]
+    lines: list[str] = []
+    meta = train(_options(mail, tmp_path / "art", epochs=1), log=lines.append)
+    counts = meta["training"]["counts"]
+    assert sum(sum(c.values()) for c in counts.values()) == len(kept) - kept.count("test")
+    assert "left out: 24 blank messages, 1 without a label" in lines
+    assert cli_main(["eval", "--model", str(tmp_path / "art"), "--data", str(mail),
+                     "--split", "all", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["n"] == 80
+    assert "left out: 24 blank messages, 1 without a label" in out.err
