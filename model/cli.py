@@ -441,7 +441,17 @@ def _summary(result: dict[str, Any]) -> str:
             )
     if "macro_f1" in result:  # more than two labels: accuracy is over all of them
         lines.append(f"accuracy {result['accuracy']:.4f}  macro F1 {result['macro_f1']:.4f}")
+        lines.extend(_per_label_lines(result.get("per_label", {})))
     return "\n".join(lines)
+
+
+def _per_label_lines(per_label: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per label (support, precision, recall, F1): a weak label hides in the means."""
+    lines = [f"{'label':<16} {'n':>5}  prec   recall f1"]
+    for name, m in per_label.items():
+        lines.append(f"{name[:16]:<16} {m['support']:>5}  {m['precision']:.4f} "
+                     f"{m['recall']:.4f} {m['f1']:.4f}")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:

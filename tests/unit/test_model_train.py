@@ -451,3 +451,19 @@ def test_blank_and_unlabelled_mail_is_left_out_and_said(
     out = capsys.readouterr()
     assert json.loads(out.out)["n"] == 80
     assert "left out: 24 blank messages, 1 without a label" in out.err
+
+
+def test_eval_summary_of_a_many_label_model_shows_each_label() -> None:
+    """The README promises per-label figures for a model with more than two labels; the text
+    summary showed only accuracy and macro F1, so a weak label went unseen without --json."""
+    from model.cli import _summary
+
+    per_label = {"english": {"precision": 0.7857, "recall": 1.0, "f1": 0.88, "support": 11},
+                 "not spam": {"precision": 1.0, "recall": 0.75, "f1": 0.8571, "support": 12}}
+    result = {"model": "langid@3", "split": "test", "n": 23, "positive_label": None,
+              "accuracy": 0.87, "macro_f1": 0.8686, "per_label": per_label, "by_source": {}}
+    lines = _summary(result).splitlines()
+    assert "accuracy 0.8700  macro F1 0.8686" in lines
+    assert "label                n  prec   recall f1" in lines
+    assert "english             11  0.7857 1.0000 0.8800" in lines
+    assert "not spam            12  1.0000 0.7500 0.8571" in lines
