@@ -351,11 +351,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if batch:  # what came before the bad line still gets its prediction
             _emit(predictor, batch)
         return _error(f"bad input: {exc}")
-    except BrokenPipeError:  # the reader went away (`| head`): stop quietly
-        # Python flushes stdout again at exit, which would raise once more.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILURE
+    except BrokenPipeError:
+        return _reader_gone()
     return EXIT_OK
+
+
+def _reader_gone() -> int:
+    """The reader of stdout went away (`| head`): stop quietly. Python flushes stdout again at
+    exit, which would raise once more."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_FAILURE
 
 
 def _emit(predictor: Any, batch: list[tuple[str, str]]) -> None:
@@ -418,10 +423,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from model.report import write_report
 
         write_report(Path(args.report), result, rows, predictor)
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    else:
-        print(_summary(result))
+    try:
+        print(json.dumps(result, sort_keys=True) if args.json else _summary(result), flush=True)
+    except BrokenPipeError:
+        return _reader_gone()
     return EXIT_OK
 
 

@@ -130,6 +130,20 @@ def test_predict_into_a_pipe_closed_early_stops_without_a_traceback(tmp_path):
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
 
 
+def test_eval_into_a_pipe_closed_early_stops_without_a_traceback(tmp_path):
+    """`streamclf eval ... | head -3` ended in a BrokenPipeError traceback."""
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(f'{{"id": "{i}", "label": "{"spam" if i % 2 else "ham"}", '
+                            f'"text": "message number {i}"}}\n' for i in range(6)))
+    proc = subprocess.Popen([sys.executable, "-m", "worker", "eval", "--data", str(data),
+                             "--split", "all"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before eval writes its table
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
 @pytest.mark.parametrize("args, message", [
     (["--repeat", "-1"], "must not be negative"),
     (["--limit", "-5"], "must not be negative"),
