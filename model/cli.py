@@ -139,7 +139,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--positive-label", default=None,
                    help="the label a threshold is chosen for in two-label data (default spam, "
                    "when present)")
-    t.add_argument("--name", default="streamclf-spam")
+    t.add_argument("--name", help="the model's name in results (NAME@VERSION; default: the "
+                   "--out directory's name)")
     t.add_argument("--version", default="1")
     t.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
     t.add_argument("--quiet", action="store_true", help="no progress output")
@@ -244,7 +245,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_ham_loss=args.max_ham_loss,
         positive_label=args.positive_label or "spam",
         require_positive=args.positive_label is not None,
-        name=args.name,
+        # Not the bundled model's name: results of another model must not pass for its.
+        name=args.name or out.resolve().name,
         version=args.version,
         max_minutes=args.max_minutes,
         progress=not args.quiet,

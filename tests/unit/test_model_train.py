@@ -467,3 +467,17 @@ def test_eval_summary_of_a_many_label_model_shows_each_label() -> None:
     assert "label                n  prec   recall f1" in lines
     assert "english             11  0.7857 1.0000 0.8800" in lines
     assert "not spam            12  1.0000 0.7500 0.8571" in lines
+
+
+def test_a_trained_model_is_named_after_its_directory_by_default(tmp_path: Path) -> None:
+    """Before, every model trained without --name was `streamclf-spam`: a language model served
+    by the worker published results (and streamclf_model_info) as `streamclf-spam@1`."""
+    data = _write_data(tmp_path / "topics.jsonl", per_label=5)
+    tiny = ["--epochs", "1", "--embed-dim", "8", "--hidden-dim", "4", "--max-tokens", "16",
+            "--quiet"]
+    assert cli_main(["train", "--data", str(data), "--out", str(tmp_path / "topics"),
+                     *tiny]) == 0
+    assert json.loads((tmp_path / "topics" / "config.json").read_text())["name"] == "topics"
+    assert cli_main(["train", "--data", str(data), "--out", str(tmp_path / "b"), *tiny,
+                     "--name", "mine"]) == 0
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["name"] == "mine"
