@@ -286,13 +286,15 @@ def _iter_mbox(path: Path, root: Path) -> Iterator[Example]:
     box = mailbox.mbox(path, create=False)
     label = _label_from_path(path, root, own_name=True)
     name = _relative_id(path, root)
+    # `spam.mbox` beside `ham.mbox` is one source split by label, not two sources.
+    source = (root.name or "mbox") if path.stem.lower() in LABEL_NAMES else path.name
     try:
         for i, key in enumerate(box.iterkeys()):
             yield Example(
                 id=f"{name}:{i}",
                 label=label,
                 split=None,
-                source=path.name,
+                source=source,
                 raw=box.get_bytes(key),
                 text=None,
                 split_key=f"{_mail_split_key(path)}:{i}",

@@ -203,3 +203,17 @@ def test_mail_keeps_its_split_whichever_folder_is_given(tmp_path: Path) -> None:
     for msg in list((root / "spam" / "new").iterdir()):
         msg.rename(root / "spam" / "cur" / f"{msg.name}:2,S")
     assert splits(root) == whole
+
+
+def test_an_mbox_named_after_its_label_is_not_a_source_of_its_own(tmp_path: Path) -> None:
+    """`spam.mbox` beside `ham.mbox` (the layout the README gives) made two sources of one
+    label each: eval's per-source figures, --select auc and --balance corpus saw no ham in one
+    and no spam in the other."""
+    box = b"From a@b Mon Jan  1 00:00:00 2024\n" + EML % (1, 1)
+    corpus = tmp_path / "corpus"
+    (corpus / "spam").mkdir(parents=True)
+    for name in ("ham.mbox", "spam.mbox", "spam/gmail.mbox"):
+        (corpus / name).write_bytes(box * 2)
+    sources = {(ex.label, ex.source) for ex in iter_examples(corpus)}
+    assert sources == {("ham", "corpus"), ("spam", "corpus"), ("spam", "gmail.mbox")}
+    assert {ex.source for ex in iter_examples(corpus / "spam.mbox")} == {"corpus"}
