@@ -213,6 +213,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if held and not args.force:  # a model is hard to get back once replaced
         return _error(f"--out {out} already holds a model artifact ({held}); "
                       "pass --force to replace it, or choose another directory")
+    created = not out.exists()
     try:  # before hours of training, not after
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -254,8 +255,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         train(opts)
     except (DataError, ValueError) as exc:
+        _remove_if_empty(out, created)
         return _error(str(exc))
+    except KeyboardInterrupt:
+        _remove_if_empty(out, created)
+        print(f"streamclf: train interrupted: no new model in {out}", file=sys.stderr)
+        raise
     return EXIT_OK
+
+
+def _remove_if_empty(out: Path, created: bool) -> None:
+    """Take back the --out directory made for a training that wrote nothing into it."""
+    if created and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
 
 
 def _load_predictor(args: argparse.Namespace) -> Any:

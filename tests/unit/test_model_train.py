@@ -481,3 +481,27 @@ def test_a_trained_model_is_named_after_its_directory_by_default(tmp_path: Path)
     assert cli_main(["train", "--data", str(data), "--out", str(tmp_path / "b"), *tiny,
                      "--name", "mine"]) == 0
     assert json.loads((tmp_path / "b" / "config.json").read_text())["name"] == "mine"
+
+
+def test_train_stopped_early_leaves_no_empty_out_directory(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--out is created before training (to fail fast); a data error or Ctrl-C then left an
+    empty directory behind, and Ctrl-C said nothing at all."""
+    import model.train
+
+    one_label = tmp_path / "one.jsonl"
+    one_label.write_text("".join(json.dumps({"id": str(i), "label": "ham", "text": "a"}) + "\n"
+                                 for i in range(20)))
+    assert cli_main(["train", "--data", str(one_label), "--out", str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o").exists()
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model.train, "train", interrupted)
+    data = _write_data(tmp_path / "topics.jsonl", per_label=5)
+    with pytest.raises(KeyboardInterrupt):
+        cli_main(["train", "--data", str(data), "--out", str(tmp_path / "new" / "o")])
+    assert "interrupted" in capsys.readouterr().err
+    assert not (tmp_path / "new" / "o").exists()
