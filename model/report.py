@@ -179,6 +179,7 @@ def write_report(out: Path, result: dict[str, Any], rows: Sequence[Scored], pred
             )
     else:
         lines.append(f"Accuracy {result['accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}.")
+        lines += ["", *_per_label_table(result.get("per_label", {}))]
     lines.append("")
     for title, fname in figures:
         lines += [f"## {title}", "", f"![{title}]({fname})", ""]
@@ -196,3 +197,13 @@ def write_report(out: Path, result: dict[str, Any], rows: Sequence[Scored], pred
                 f"| {snippet} |"
             )
     (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _per_label_table(per_label: dict[str, dict[str, Any]]) -> list[str]:
+    """Support, precision, recall and F1 of each label: a weak label hides in the means."""
+    lines = ["| label | n | precision | recall | F1 |", "|---|---|---|---|---|"]
+    for name, m in per_label.items():
+        cell = name.replace("|", "\\|")  # a label is any text
+        lines.append(f"| {cell} | {m['support']} | {m['precision']:.4f} | {m['recall']:.4f} | "
+                     f"{m['f1']:.4f} |")
+    return lines

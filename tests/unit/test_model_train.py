@@ -505,3 +505,20 @@ def test_train_stopped_early_leaves_no_empty_out_directory(
         cli_main(["train", "--data", str(data), "--out", str(tmp_path / "new" / "o")])
     assert "interrupted" in capsys.readouterr().err
     assert not (tmp_path / "new" / "o").exists()
+
+
+def test_report_of_a_many_label_model_has_a_per_label_table(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """report.md of a three-label model held accuracy, macro F1 and the confusion matrix only."""
+    pytest.importorskip("matplotlib")
+    data = _write_data(tmp_path / "topics.jsonl", per_label=5)
+    train(_options(data, tmp_path / "art", epochs=1))
+    report = tmp_path / "report"
+    assert cli_main(["eval", "--model", str(tmp_path / "art"), "--data", str(data), "--split",
+                     "all", "--report", str(report), "--json"]) == 0
+    per_label = json.loads(capsys.readouterr().out)["per_label"]
+    text = (report / "report.md").read_text()
+    assert "| label | n | precision | recall | F1 |" in text
+    for name, m in per_label.items():
+        assert (f"| {name} | {m['support']} | {m['precision']:.4f} | {m['recall']:.4f} | "
+                f"{m['f1']:.4f} |") in text
