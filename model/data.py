@@ -6,6 +6,7 @@ Standard library only: the worker imports this module without torch.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import mailbox
@@ -271,15 +272,25 @@ def example_from_row(row: Any, where: str, default_id: str, default_source: str)
         label = str(label).strip()
         if not label:
             raise DataError(f"{where}: blank label (leave 'label' out for an unlabelled row)")
+    raw_bytes = None if raw is None else str(raw).encode("utf-8", "surrogateescape")
+    row_id = row.get("id")  # null is no id, not the id "None" of every such row
     return Example(
-        id=str(row.get("id", default_id)),
+        id=default_id if row_id is None else str(row_id),
         label=label,
         split=_split(row.get("split"), where),
         source=str(row.get("source", default_source)),
         # The corpus stores raw mail as a str; UTF-8 gives the bytes back.
-        raw=None if raw is None else str(raw).encode("utf-8", "surrogateescape"),
+        raw=raw_bytes,
         text=None if text is None else str(text),
+        # Without an id, the default one (file name and line) would move the row to another
+        # split when the file is renamed or rows are added above it: its content does not.
+        split_key=None if row_id is not None else _content_key(raw_bytes, text),
     )
+
+
+def _content_key(raw: bytes | None, text: Any) -> str:
+    content = raw if raw is not None else str(text).encode("utf-8", "surrogateescape")
+    return hashlib.sha256(content).hexdigest()
 
 
 def _iter_mbox(path: Path, root: Path) -> Iterator[Example]:

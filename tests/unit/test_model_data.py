@@ -217,3 +217,18 @@ def test_an_mbox_named_after_its_label_is_not_a_source_of_its_own(tmp_path: Path
     sources = {(ex.label, ex.source) for ex in iter_examples(corpus)}
     assert sources == {("ham", "corpus"), ("spam", "corpus"), ("spam", "gmail.mbox")}
     assert {ex.source for ex in iter_examples(corpus / "spam.mbox")} == {"corpus"}
+
+
+def test_rows_without_an_id_keep_their_split_when_the_file_changes(tmp_path: Path) -> None:
+    """A row without an id was split by its file's name and line number: renaming the file, or
+    adding a row at the top, moved training rows into the test split."""
+    rows = [{"label": "ham" if i % 2 else "spam", "text": f"message {i}"} for i in range(200)]
+    first = tmp_path / "mail.jsonl"
+    first.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    before = {ex.text: assigned_split(ex) for ex in iter_examples(first)}
+    assert set(before.values()) == {"train", "val", "test"}
+    moved = tmp_path / "mail-2024.jsonl"
+    rows[7]["id"] = None  # null: no id either
+    moved.write_text("".join(json.dumps(r) + "\n" for r in [{"text": "new"}, *rows[::-1]]))
+    after = {ex.text: assigned_split(ex) for ex in iter_examples(moved)}
+    assert {t: s for t, s in after.items() if t != "new"} == before
