@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from model.data import Example, assigned_split, example_text, is_blank, iter_examples
-from model.metrics import binary_metrics, multiclass_metrics, roc_auc
+from model.metrics import binary_metrics, macro, multiclass_metrics, roc_auc, seen_labels
 from model.predictor import Predictor, decide
 
 __all__ = ["Scored", "score_examples", "evaluate", "load_eval_examples"]
@@ -95,13 +95,13 @@ def _metrics(
     if positive is None:
         figures = multiclass_metrics(y, pred, labels)
         # Macro averages under the names every evaluation carries (the contract's --json keys).
-        per = figures["per_label"].values()
+        per, seen = figures["per_label"], seen_labels(y, pred, labels)
         aucs = [roc_auc([r.label == name for r in rows], [r.probs[k] for r in rows])
                 for k, name in enumerate(labels)]
         known = [a for a in aucs if a is not None]
         return {**figures,
-                "precision": sum(m["precision"] for m in per) / len(labels),
-                "recall": sum(m["recall"] for m in per) / len(labels),
+                "precision": macro(per, seen, "precision"),
+                "recall": macro(per, seen, "recall"),
                 "f1": figures["macro_f1"],
                 "roc_auc": sum(known) / len(known) if known else None}
     pos = labels.index(positive)

@@ -16,7 +16,9 @@ __all__ = [
     "choose_threshold",
     "choose_thresholds",
     "fit_temperature",
+    "macro",
     "multiclass_metrics",
+    "seen_labels",
 ]
 
 
@@ -89,7 +91,9 @@ def binary_metrics(
 
 
 def multiclass_metrics(y: Sequence[int], pred: Sequence[int], labels: Sequence[str]) -> dict:
-    """Accuracy, macro F1 and per-label precision/recall/F1."""
+    """Accuracy, macro F1 and per-label precision/recall/F1. The macro average is over the
+    labels in *y* or *pred*: one neither in the data nor predicted has no F1 to count (as 0 it
+    made a perfect score on one-label data 1/3 for three labels)."""
     per = {}
     for k, name in enumerate(labels):
         tp = sum(1 for t, q in zip(y, pred, strict=True) if t == k and q == k)
@@ -101,9 +105,20 @@ def multiclass_metrics(y: Sequence[int], pred: Sequence[int], labels: Sequence[s
     return {
         "n": len(y),
         "accuracy": _div(sum(1 for t, q in zip(y, pred, strict=True) if t == q), len(y)),
-        "macro_f1": _div(sum(v["f1"] for v in per.values()), len(per)),
+        "macro_f1": macro(per, seen_labels(y, pred, labels), "f1"),
         "per_label": per,
     }
+
+
+def seen_labels(y: Sequence[int], pred: Sequence[int], labels: Sequence[str]) -> list[str]:
+    """The labels that are true or predicted for some row."""
+    seen = set(y) | set(pred)
+    return [name for k, name in enumerate(labels) if k in seen]
+
+
+def macro(per: dict[str, dict[str, float]], names: Sequence[str], key: str) -> float:
+    """The mean of *key* over the labels *names* of a per-label table."""
+    return _div(sum(per[name][key] for name in names), len(names))
 
 
 def choose_threshold(

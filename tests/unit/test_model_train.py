@@ -522,3 +522,26 @@ def test_report_of_a_many_label_model_has_a_per_label_table(
     for name, m in per_label.items():
         assert (f"| {name} | {m['support']} | {m['precision']:.4f} | {m['recall']:.4f} | "
                 f"{m['f1']:.4f} |") in text
+
+
+def test_macro_figures_leave_out_labels_neither_in_the_data_nor_predicted() -> None:
+    """Eval of a three-label model on data holding one label, all right: macro F1 was 0.3333
+    (the absent labels counted as F1 0), and so was every per-source figure of a source
+    without some label."""
+    from types import SimpleNamespace
+
+    from model.evaluate import Scored, evaluate
+
+    labels = ("english", "french", "german")
+    predictor = SimpleNamespace(labels=labels, positive_label=None, thresholds=None,
+                                threshold=None, name="langid", version="1")
+    rows = [Scored(str(i), "s", "english", (0.8, 0.1, 0.1), "english", "t") for i in range(3)]
+    rows.append(Scored("x", "t", "french", (0.1, 0.8, 0.1), "french", "t"))
+    rows.append(Scored("y", "t", "french", (0.8, 0.1, 0.1), "english", "t"))
+    result = evaluate(predictor, rows)  # type: ignore[arg-type]
+    assert result["by_source"]["s"]["macro_f1"] == 1.0
+    assert result["by_source"]["s"]["precision"] == result["by_source"]["s"]["recall"] == 1.0
+    # german, neither true nor predicted anywhere, is left out; french is scored.
+    assert result["macro_f1"] == pytest.approx((2 * 0.75 * 1 / 1.75 + 2 / 3) / 2)
+    assert result["precision"] == pytest.approx((0.75 + 1) / 2)
+    assert result["per_label"]["german"]["support"] == 0  # still listed
