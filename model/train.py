@@ -293,6 +293,9 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
     if not val_ex:
         raise ValueError("no validation examples: give rows the split 'val', or leave the split "
                          "out (then 1 in 10 examples by id goes to val, 1 in 10 to test)")
+    if opts.require_positive and len(labels) != 2:  # given, it must not be ignored
+        raise ValueError(f"--positive-label needs two-label data; {labels}: the model gives "
+                         "the most probable label")
     positive = opts.positive_label if opts.positive_label in labels and len(labels) == 2 else None
     if opts.positive_label and positive is None and len(labels) == 2:
         if opts.require_positive:

@@ -545,3 +545,15 @@ def test_macro_figures_leave_out_labels_neither_in_the_data_nor_predicted() -> N
     assert result["macro_f1"] == pytest.approx((2 * 0.75 * 1 / 1.75 + 2 / 3) / 2)
     assert result["precision"] == pytest.approx((0.75 + 1) / 2)
     assert result["per_label"]["german"]["support"] == 0  # still listed
+
+
+def test_an_explicit_positive_label_on_many_label_data_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--positive-label tech on three-label data trained a model without one, silently: no
+    threshold, no positive label in the artifact."""
+    data = _write_data(tmp_path / "topics.jsonl", per_label=5)
+    code = cli_main(["train", "--data", str(data), "--out", str(tmp_path / "o"), "--epochs", "1",
+                     "--positive-label", "tech", "--quiet"])
+    assert code == 2
+    assert "--positive-label needs two-label data" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
