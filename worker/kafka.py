@@ -101,7 +101,20 @@ def consumer_settings(config: KafkaConfig) -> dict[str, Any]:
             )
         settings[key] = value
     settings.update(_CONSUMER_FIXED)
+    _fit_heartbeat(settings)
     return settings
+
+
+def _fit_heartbeat(settings: dict[str, Any]) -> None:
+    """A third of a session timeout shorter than kafka-python's 3 s heartbeat allows, unless the
+    heartbeat is given: kafka-python warns at every start above a third, and refuses a heartbeat
+    not below the timeout."""
+    session = settings.get("session_timeout_ms")
+    default = KafkaConsumer.DEFAULT_CONFIG["heartbeat_interval_ms"]
+    if "heartbeat_interval_ms" in settings or not isinstance(session, int):
+        return
+    if session < 3 * default:
+        settings["heartbeat_interval_ms"] = max(1, session // 3)
 
 
 def producer_settings(config: KafkaConfig, max_input_bytes: int = 0) -> dict[str, Any]:

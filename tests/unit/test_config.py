@@ -331,3 +331,20 @@ def test_a_bootstrap_address_with_credentials_is_refused_without_echoing_them():
     assert "UrlS3cret" not in str(caught.value)
     with pytest.raises(ConfigError, match=r"kafka.bootstrap_servers\[0\]: expected host:port"):
         load_config(None, ["kafka.input_topics=in", "kafka.bootstrap_servers=b:port"], environ={})
+
+
+def test_a_short_session_timeout_gets_a_heartbeat_kafka_python_accepts():
+    """`consumer: {session_timeout_ms: 6000}` (the README's example) logged kafka-python's
+    warning "heartbeat_interval_ms is high relative to session_timeout_ms (3000 v 6000)" at
+    every start, and 2500 was refused: the default 3 s heartbeat is not below it."""
+    from worker.kafka import consumer_settings
+
+    def heartbeat(consumer: str) -> object:
+        config = load_config(None, [f"kafka.consumer={consumer}"], environ={})
+        return consumer_settings(config.kafka).get("heartbeat_interval_ms")
+
+    assert heartbeat("{session_timeout_ms: 6000}") == 2000
+    assert heartbeat("{session_timeout_ms: 2500}") == 833
+    assert heartbeat("{session_timeout_ms: 45000}") is None  # kafka-python's 3 s is fine
+    assert heartbeat("{session_timeout_ms: 6000, heartbeat_interval_ms: 1000}") == 1000
+    assert heartbeat("{}") is None
