@@ -29,7 +29,7 @@ __all__ = ["DataError", "Example", "assigned_split", "example_from_row", "exampl
 # dot) or of the mbox file itself gives it. Junk is what mail clients call their spam folder.
 LABEL_NAMES = {"spam": "spam", "junk": "spam", "ham": "ham"}
 LABEL_HELP = ("labels come from each JSON row's 'label', and for mail from the name of an "
-              "enclosing folder or of the mbox file: spam (or junk) / ham")
+              "enclosing folder up to the one given, or of the mbox file: spam (or junk) / ham")
 
 
 class DataError(ValueError):

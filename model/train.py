@@ -286,9 +286,10 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
     splits, data_record = load_splits(opts.data)
     train_ex, val_ex = splits["train"], splits["val"]
     labels = sorted({ex.label for ex in train_ex if ex.label is not None})
+    note = left_out_note(sum((Counter(e.get("left_out", {})) for e in data_record), Counter()))
     if len(labels) < 2:
         raise ValueError(f"training needs at least 2 labels in the train split, found {labels} "
-                         f"({LABEL_HELP})")
+                         f"({LABEL_HELP})" + (f"; {note}" if note else ""))
     val_ex = [ex for ex in val_ex if ex.label in labels]
     if not val_ex:
         raise ValueError("no validation examples: give rows the split 'val', or leave the split "
@@ -311,7 +312,6 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
     if missing:
         say(f"warning: no validation examples of {missing}: early stopping cannot judge them")
     say(f"data: {len(train_ex)} train, {len(val_ex)} val; labels {labels}")
-    note = left_out_note(sum((Counter(e.get("left_out", {})) for e in data_record), Counter()))
     if note:
         say(note)
     if opts.redress:

@@ -557,3 +557,18 @@ def test_an_explicit_positive_label_on_many_label_data_is_refused(
     assert code == 2
     assert "--positive-label needs two-label data" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_mail_given_below_its_label_folder_is_said_to_have_no_label(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--data mail/spam/cur mail/ham/cur` finds no label (folders above the one given do not
+    count): the error said only "found []"."""
+    for label in ("spam", "ham"):
+        (tmp_path / label / "cur").mkdir(parents=True)
+        for i in range(5):
+            (tmp_path / label / "cur" / f"{i}.eml").write_text(f"Subject: {i}\n\nhi {label}\n")
+    code = cli_main(["train", "--data", str(tmp_path / "spam" / "cur"),
+                     str(tmp_path / "ham" / "cur"), "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "left out: 10 without a label" in err
+    assert "up to the one given" in err
