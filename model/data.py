@@ -184,6 +184,14 @@ def _label_from_path(path: Path, root: Path, own_name: bool = False) -> str | No
     return None
 
 
+def _mail_source(root: Path, default: str) -> str:
+    """The source of mail found below *root*: its name, or its parent's when it names a label
+    (`--data mail/spam mail/ham` is one source split by label, not two)."""
+    if root.name.lstrip(".").lower() in LABEL_NAMES:
+        root = root.resolve().parent
+    return root.name or default
+
+
 def _relative_id(path: Path, root: Path) -> str:
     """The file's path below the folder it was found in: ``spam/0.eml`` and ``ham/0.eml`` differ."""
     try:
@@ -211,7 +219,7 @@ def _eml_example(path: Path, root: Path) -> Example:
         id=_relative_id(path, root),
         label=_label_from_path(path, root),
         split=None,
-        source=root.name or "eml",
+        source=_mail_source(root, "eml"),
         raw=raw,
         text=None,
         split_key=_mail_split_key(path),
@@ -298,7 +306,7 @@ def _iter_mbox(path: Path, root: Path) -> Iterator[Example]:
     label = _label_from_path(path, root, own_name=True)
     name = _relative_id(path, root)
     # `spam.mbox` beside `ham.mbox` is one source split by label, not two sources.
-    source = (root.name or "mbox") if path.stem.lower() in LABEL_NAMES else path.name
+    source = _mail_source(root, "mbox") if path.stem.lower() in LABEL_NAMES else path.name
     try:
         for i, key in enumerate(box.iterkeys()):
             yield Example(

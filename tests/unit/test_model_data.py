@@ -232,3 +232,15 @@ def test_rows_without_an_id_keep_their_split_when_the_file_changes(tmp_path: Pat
     moved.write_text("".join(json.dumps(r) + "\n" for r in [{"text": "new"}, *rows[::-1]]))
     after = {ex.text: assigned_split(ex) for ex in iter_examples(moved)}
     assert {t: s for t, s in after.items() if t != "new"} == before
+
+
+def test_a_label_folder_given_is_not_a_source_of_its_own(tmp_path: Path) -> None:
+    """`--data mail/spam mail/ham` made sources `spam` and `ham`, one label each: eval's
+    per-source figures had no ham in one and no spam in the other."""
+    for label in ("spam", "ham", ".Junk"):
+        (tmp_path / "mail" / label).mkdir(parents=True)
+        (tmp_path / "mail" / label / "0.eml").write_bytes(EML % (1, 1))
+    (tmp_path / "mail" / "ham.mbox").write_bytes(b"From a@b Mon Jan  1 00:00:00 2024\n" + EML)
+    given = [tmp_path / "mail" / name for name in ("spam", "ham", ".Junk", "ham.mbox")]
+    assert {ex.source for p in given for ex in iter_examples(p)} == {"mail"}
+    assert {ex.source for ex in iter_examples(tmp_path / "mail")} == {"mail"}
