@@ -298,10 +298,10 @@ def _read_input(path: str) -> bytes:
 
 
 def _messages(path: str, data: bytes) -> Iterator[tuple[str, str]]:
-    """(id, model text) pairs from JSON lines, one email, or plain text lines."""
+    """(id, model text) pairs from JSON lines, one email, or plain text lines; the text is ""
+    for a blank message (an email's text never is)."""
     from model.data import (
         example_from_row,
-        example_text,
         holds_mbox,
         is_mbox,
         iter_examples,
@@ -312,7 +312,7 @@ def _messages(path: str, data: bytes) -> Iterator[tuple[str, str]]:
     name = "stdin" if path == "-" else Path(path).name
     if path != "-" and (Path(path).is_dir() or data.startswith(b"From ") and is_mbox(Path(path))):
         for ex in iter_examples(path):
-            yield ex.id, example_text(ex)
+            yield ex.id, _text_unless_blank(ex)
         return
     data = data.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark
     if data.lstrip().startswith(b"{"):
@@ -321,14 +321,14 @@ def _messages(path: str, data: bytes) -> Iterator[tuple[str, str]]:
                 continue
             row = json.loads(line)
             ex = example_from_row(row, f"{name}:{lineno}", f"{name}:{lineno}", name)
-            yield ex.id, example_text(ex)
+            yield ex.id, _text_unless_blank(ex)
         return
     if path == "-" and holds_mbox(data):  # `streamclf predict < inbox.mbox`
         for ex in mbox_examples_from_bytes(data, name):
-            yield ex.id, example_text(ex)
+            yield ex.id, _text_unless_blank(ex)
         return
     if path.lower().endswith(".eml") or looks_like_email(data):
-        yield name, email_to_text(data)
+        yield name, email_to_text(data) if data.strip() else ""
         return
     for lineno, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
         if line.strip():
@@ -355,6 +355,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             args.input, b"" if Path(args.input).is_dir() else _read_input(args.input)
         )
         for item in messages:
+            if not item[1].strip():  # as the worker, which dead-letters it as `empty`
+                print(f"streamclf: {item[0]}: blank, not classified", file=sys.stderr)
+                continue
             batch.append(item)
             if len(batch) >= args.batch_size:
                 _emit(predictor, batch)
@@ -388,6 +391,12 @@ def _emit(predictor: Any, batch: list[tuple[str, str]]) -> None:
         }
         sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
     sys.stdout.flush()
+
+
+def _text_unless_blank(ex: Any) -> str:
+    from model.data import example_text, is_blank
+
+    return "" if is_blank(ex) else example_text(ex)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

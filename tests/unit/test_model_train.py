@@ -572,3 +572,20 @@ def test_mail_given_below_its_label_folder_is_said_to_have_no_label(
     err = capsys.readouterr().err
     assert code == 2 and "left out: 10 without a label" in err
     assert "up to the one given" in err
+
+
+def test_predict_does_not_classify_a_blank_message(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty .eml, or a JSON row with a blank text, got a label and a score from predict
+    (an empty .eml read as the text "Subject:"), while the worker dead-letters it as `empty`."""
+    empty = tmp_path / "empty.eml"
+    empty.write_bytes(b"")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"id": "a", "text": "lunch tomorrow?"}\n{"id": "b", "text": "  "}\n')
+    assert cli_main(["predict", "--model", "bundled", str(empty)]) == 0
+    out = capsys.readouterr()
+    assert out.out == "" and "empty.eml: blank, not classified" in out.err
+    assert cli_main(["predict", "--model", "bundled", str(rows)]) == 0
+    out = capsys.readouterr()
+    assert [json.loads(line)["id"] for line in out.out.splitlines()] == ["a"]
+    assert "b: blank, not classified" in out.err
