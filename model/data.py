@@ -88,7 +88,8 @@ def left_out_note(left_out: dict[str, int]) -> str | None:
     is easy to miss); None when nothing was left out."""
     parts = []
     if left_out.get("blank"):
-        parts.append(f"{left_out['blank']} blank messages")
+        count = left_out["blank"]
+        parts.append(f"{count} blank message{'' if count == 1 else 's'}")
     if left_out.get("unlabelled"):
         parts.append(f"{left_out['unlabelled']} without a label")
     return f"left out: {', '.join(parts)}" if parts else None

@@ -244,3 +244,12 @@ def test_a_label_folder_given_is_not_a_source_of_its_own(tmp_path: Path) -> None
     given = [tmp_path / "mail" / name for name in ("spam", "ham", ".Junk", "ham.mbox")]
     assert {ex.source for p in given for ex in iter_examples(p)} == {"mail"}
     assert {ex.source for ex in iter_examples(tmp_path / "mail")} == {"mail"}
+
+
+def test_left_out_note_counts_in_words() -> None:
+    from model.data import left_out_note
+
+    assert left_out_note({}) is None
+    assert left_out_note({"blank": 1}) == "left out: 1 blank message"
+    assert left_out_note({"blank": 2, "unlabelled": 1}) == (
+        "left out: 2 blank messages, 1 without a label")
