@@ -129,14 +129,16 @@ def looks_like_email(data: bytes) -> bool:
     known = False
     count = 0
     ended = False
-    for line in lines[:20]:
+    for line in lines:
         if not line.strip():
             ended = True
             break
         if line[:1] in (b" ", b"\t"):  # folded continuation of the previous header
             if count:
-                continue
+                continue  # not counted: a signature header is folded over dozens of lines
             return False
+        if count == 20:  # header fields enough to judge
+            break
         match = _HEADER_LINE.match(line)
         if not match:
             return False

@@ -6,6 +6,7 @@ import base64
 import email.message
 import email.parser
 import email.policy
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -463,3 +464,19 @@ def test_parse_message_parses_every_corpus_email_as_the_stdlib_does() -> None:
     assert len(emails) > 6000
     for raw in emails:
         _assert_same_parse(raw)
+
+
+def test_a_long_folded_first_header_does_not_hide_an_email(tmp_path: Path) -> None:
+    """A signed message starting with a DKIM-Signature folded over 25 lines read as text: only
+    the first 20 physical lines were looked at, continuation lines included. In a maildir (no
+    .eml suffix) such a message was left out of train and eval without a word."""
+    dkim = b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.org;\n" + b"".join(
+        b"        b=" + b"A" * 60 + b"\n" for _ in range(25))
+    raw = dkim + b"From: Alice <alice@example.org>\nSubject: lunch\n\nsee you at noon\n"
+    assert looks_like_email(raw)
+    box = tmp_path / "ham" / "cur"
+    box.mkdir(parents=True)
+    (box / "1700000000.M1P1.host:2,S").write_bytes(raw)
+    from model.data import iter_examples
+
+    assert [ex.label for ex in iter_examples(tmp_path)] == ["ham"]
