@@ -340,6 +340,8 @@ def _iter_dir(root: Path) -> Iterator[Example]:
             except OSError:  # a dangling link
                 continue
             kind = _file_kind(path)
+            if kind is None and _in_maildir(path):  # a maildir holds messages only
+                kind = "eml"
             # Anything else in a folder (READMEs, indexes, stray JSON) is not a message: skip it.
             if kind in ("jsonl", "mbox", "eml"):
                 yield from _iter_kind(kind, path, root)
@@ -347,6 +349,11 @@ def _iter_dir(root: Path) -> Iterator[Example]:
 
 def _is_maildir(path: Path) -> bool:
     return (path / "cur").is_dir() or (path / "new").is_dir()
+
+
+def _in_maildir(path: Path) -> bool:
+    """Whether *path* is a message of a maildir: a file in its cur/ or new/."""
+    return path.parent.name in ("cur", "new") and _is_maildir(path.parent.parent)
 
 
 def _has_many(lines: Iterable[bytes]) -> bool:

@@ -253,3 +253,15 @@ def test_left_out_note_counts_in_words() -> None:
     assert left_out_note({"blank": 1}) == "left out: 1 blank message"
     assert left_out_note({"blank": 2, "unlabelled": 1}) == (
         "left out: 2 blank messages, 1 without a label")
+
+
+def test_every_file_of_a_maildir_is_a_message(tmp_path: Path) -> None:
+    """A maildir message whose start the email guess does not know (no .eml suffix to go by)
+    was skipped as "not a message", without a word; a stray file beside the maildir still is."""
+    (tmp_path / "ham" / "cur").mkdir(parents=True)
+    (tmp_path / "ham" / "new").mkdir()
+    (tmp_path / "ham" / "cur" / "1.host:2,S").write_bytes(b"Thread-Topic: lunch\n\nat noon?\n")
+    (tmp_path / "ham" / "new" / "2.host").write_bytes(EML % (2, 2))
+    (tmp_path / "ham" / "README").write_bytes(b"my old mail\n")
+    assert sorted(ex.id for ex in iter_examples(tmp_path)) == ["ham/cur/1.host:2,S",
+                                                              "ham/new/2.host"]
