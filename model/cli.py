@@ -209,6 +209,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not 0 <= args.redress <= 1:
         return _error("--redress must be within [0, 1]")
     out = Path(args.out)
+    if str(out) == "bundled":  # --model bundled would load the shipped model, never this one
+        return _error("--out bundled: 'bundled' names the shipped model wherever a model is "
+                      "read (--model bundled, model.path: bundled); choose another directory")
     held = _artifact_in(out)
     if held and not args.force:  # a model is hard to get back once replaced
         return _error(f"--out {out} already holds a model artifact ({held}); "

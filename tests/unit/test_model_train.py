@@ -403,6 +403,20 @@ def test_train_does_not_replace_a_model_without_force(
                      "--json"]) == 0
 
 
+def test_train_refuses_an_out_named_like_the_shipped_model(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, --out bundled wrote ./bundled, and eval --model bundled then judged the shipped
+    spam model instead of the new one."""
+    data = _write_data(tmp_path / "topics.jsonl", per_label=5)
+    monkeypatch.chdir(tmp_path)
+    for out in ("bundled", "./bundled", "bundled/"):
+        assert cli_main(["train", "--data", str(data), "--out", out, "--epochs", "1",
+                         "--quiet"]) == 2
+        assert "'bundled' names the shipped model" in capsys.readouterr().err
+    assert not (tmp_path / "bundled").exists()
+
+
 def test_predict_reads_a_bom_gzip_and_subject_body_rows(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rows = [{"id": "a", "text": "free cash prize"}, {"id": "b", "subject": "Lunch", "body": "noon"}]
