@@ -372,66 +372,74 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
     history = []
     epoch_times: list[float] = []
     lengths = [len(s) for s in train_ids]
-    for epoch in range(1, opts.epochs + 1):
-        epoch_start = time.monotonic()
-        model.train()
-        batches = _batches(lengths, opts.batch_size, rng)
-        running, seen = 0.0, 0
-        for b, idx in enumerate(batches, 1):
-            ids, lens = pad_batch([train_ids[i] for i in idx], PAD_ID)  # (B, T), (B,)
-            target = torch.tensor([y_train[i] for i in idx])
-            if example_weights is None:
-                loss = loss_fn(model(ids, lens), target)
-            else:  # the same weighted mean as loss_fn, with a weight per example
-                w = example_weights[idx]
-                ce = nn.functional.cross_entropy(model(ids, lens), target, reduction="none")
-                loss = (ce * w).sum() / w.sum()
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optim.step()
-            sched.step()
-            step += 1
-            if ema is not model:
-                # Warm-up: early averages would otherwise be dominated by the random init.
-                decay = min(opts.ema_decay, (1 + step) / (10 + step))
-                with torch.no_grad():
-                    torch._foreach_lerp_(ema_params, live_params, 1.0 - decay)
-            running += loss.item() * len(idx)
-            seen += len(idx)
-            progress.step(epoch, opts.epochs, b, len(batches), running / seen)
-        val = evaluate_logits(_logits(ema, val_ids), y_val, labels, positive, None, val_groups)
-        record = {"epoch": epoch, "train_loss": running / seen, "val_loss": val["loss"]}
-        summary = f"epoch {epoch}/{opts.epochs} train loss {running / seen:.4f} "
-        summary += f"val loss {val['loss']:.4f} acc {val['accuracy']:.4f}"
-        if positive:
-            record.update(val_f1=val["f1"], val_auc=val["roc_auc"])
-            auc = val["roc_auc"]
-            summary += f" f1@0.5 {val['f1']:.4f} auc {'n/a' if auc is None else f'{auc:.5f}'}"
-            summary += "".join(
-                f" {name} {m['roc_auc']:.5f}"
-                for name, m in val["by_source"].items()
-                if m["roc_auc"] is not None
-            )
-        history.append(record)
-        summary += f" ({time.monotonic() - started:.0f}s)"
-        say(summary)
-        score = _selection_score(val, opts.select if positive else "loss")
-        if score < best_score - 1e-5:
-            best_score, best_epoch, stale = score, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in ema.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= opts.patience:
-                say(f"early stop: no validation improvement for {stale} epochs")
-                break
-        if opts.max_minutes is not None:
-            # Stop unless one more epoch (as long as the slowest so far) fits the budget.
-            epoch_times.append(time.monotonic() - epoch_start)
-            over = time.monotonic() - started + max(epoch_times) > opts.max_minutes * 60
-            if over and epoch < opts.epochs:
-                say("stopping: another epoch would exceed the time budget")
-                break
+    interrupted = False
+    try:
+        for epoch in range(1, opts.epochs + 1):
+            epoch_start = time.monotonic()
+            model.train()
+            batches = _batches(lengths, opts.batch_size, rng)
+            running, seen = 0.0, 0
+            for b, idx in enumerate(batches, 1):
+                ids, lens = pad_batch([train_ids[i] for i in idx], PAD_ID)  # (B, T), (B,)
+                target = torch.tensor([y_train[i] for i in idx])
+                if example_weights is None:
+                    loss = loss_fn(model(ids, lens), target)
+                else:  # the same weighted mean as loss_fn, with a weight per example
+                    w = example_weights[idx]
+                    ce = nn.functional.cross_entropy(model(ids, lens), target, reduction="none")
+                    loss = (ce * w).sum() / w.sum()
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optim.step()
+                sched.step()
+                step += 1
+                if ema is not model:
+                    # Warm-up: early averages would otherwise be dominated by the random init.
+                    decay = min(opts.ema_decay, (1 + step) / (10 + step))
+                    with torch.no_grad():
+                        torch._foreach_lerp_(ema_params, live_params, 1.0 - decay)
+                running += loss.item() * len(idx)
+                seen += len(idx)
+                progress.step(epoch, opts.epochs, b, len(batches), running / seen)
+            val = evaluate_logits(_logits(ema, val_ids), y_val, labels, positive, None, val_groups)
+            record = {"epoch": epoch, "train_loss": running / seen, "val_loss": val["loss"]}
+            summary = f"epoch {epoch}/{opts.epochs} train loss {running / seen:.4f} "
+            summary += f"val loss {val['loss']:.4f} acc {val['accuracy']:.4f}"
+            if positive:
+                record.update(val_f1=val["f1"], val_auc=val["roc_auc"])
+                auc = val["roc_auc"]
+                summary += f" f1@0.5 {val['f1']:.4f} auc {'n/a' if auc is None else f'{auc:.5f}'}"
+                summary += "".join(
+                    f" {name} {m['roc_auc']:.5f}"
+                    for name, m in val["by_source"].items()
+                    if m["roc_auc"] is not None
+                )
+            history.append(record)
+            summary += f" ({time.monotonic() - started:.0f}s)"
+            say(summary)
+            score = _selection_score(val, opts.select if positive else "loss")
+            if score < best_score - 1e-5:
+                best_state = {k: v.detach().clone() for k, v in ema.state_dict().items()}
+                best_score, best_epoch, stale = score, epoch, 0
+            else:
+                stale += 1
+                if stale >= opts.patience:
+                    say(f"early stop: no validation improvement for {stale} epochs")
+                    break
+            if opts.max_minutes is not None:
+                # Stop unless one more epoch (as long as the slowest so far) fits the budget.
+                epoch_times.append(time.monotonic() - epoch_start)
+                over = time.monotonic() - started + max(epoch_times) > opts.max_minutes * 60
+                if over and epoch < opts.epochs:
+                    say("stopping: another epoch would exceed the time budget")
+                    break
+    except KeyboardInterrupt:  # Ctrl-C: keep what the finished epochs earned
+        if best_state is None:
+            raise
+        interrupted = True
+        say(f"interrupted: keeping the best finished epoch ({best_epoch}); "
+            "Ctrl-C again to stop without a model")
     assert best_state is not None
     # Calibrate on the weights as they will be stored (float16), not the float32 originals.
     model.load_state_dict(
@@ -487,6 +495,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
             "data": data_record,
             "counts": {s: dict(Counter(ex.label for ex in splits[s])) for s in ("train", "val")},
             "best_epoch": best_epoch,
+            "interrupted": interrupted,
             "history": history,
             "seconds": round(elapsed, 1),
             "threads": opts.threads,

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from model.artifact import load_artifact
 from model.cli import main as cli_main
 from model.data import Example
 from model.predictor import Predictor
@@ -401,6 +402,33 @@ def test_train_does_not_replace_a_model_without_force(
     assert {f.name: f.read_bytes() for f in out.iterdir()} != before
     assert cli_main(["eval", "--model", str(out), "--data", str(data), "--split", "val",
                      "--json"]) == 0
+
+
+def test_ctrl_c_during_training_keeps_the_best_finished_epoch(tmp_path: Path) -> None:
+    """Before, Ctrl-C in the middle of a long training threw away every finished epoch."""
+    data = _write_data(tmp_path / "topics.jsonl")
+    out = tmp_path / "model"
+    lines: list[str] = []
+
+    def press_ctrl_c_in_epoch_3(line: str) -> None:
+        lines.append(line)
+        if line.startswith("epoch 3/"):
+            raise KeyboardInterrupt
+
+    train(_options(data, out, epochs=12), log=press_ctrl_c_in_epoch_3)
+    config = load_artifact(out).config
+    assert config["training"]["interrupted"] is True
+    assert config["training"]["best_epoch"] in (1, 2)
+    assert [h["epoch"] for h in config["training"]["history"]] == [1, 2, 3]
+    assert any(line.startswith("interrupted: keeping the best finished epoch") for line in lines)
+
+    def press_ctrl_c_in_epoch_1(line: str) -> None:
+        if line.startswith("epoch 1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # nothing finished to keep
+        train(_options(data, tmp_path / "none", epochs=12), log=press_ctrl_c_in_epoch_1)
+    assert not (tmp_path / "none" / "config.json").exists()
 
 
 def test_train_refuses_an_out_named_like_the_shipped_model(
