@@ -130,6 +130,14 @@ def producer_settings(config: KafkaConfig, max_input_bytes: int = 0) -> dict[str
         linger_ms=10,
         batch_size=256 * 1024,
         max_block_ms=10_000,  # a missing topic must not block the inference thread for a minute
+        # kafka-python 3.0.12's idempotent producer does not survive a broker that stops
+        # answering for longer than delivery_timeout_ms: once batches it had sent expire it
+        # drops its producer id and never asks for another (it then sends and fails nothing
+        # again), or, when that request times out too, turns fatal and fails every send. The
+        # worker's own retries and offset watermark already make delivery at least once; one
+        # request in flight per broker keeps a partition's results in order across retries.
+        enable_idempotence=False,
+        max_in_flight_requests_per_connection=1,
         bootstrap_timeout_ms=_BOOTSTRAP_TIMEOUT_MS,
     )
     _check_known("kafka.producer", config.producer, KafkaProducer.DEFAULT_CONFIG)
@@ -164,42 +172,9 @@ def make_consumer(settings: dict[str, Any]) -> KafkaConsumer:
 def make_producer(settings: dict[str, Any]) -> KafkaProducer:
     """A producer from `producer_settings(...)`."""
     try:
-        producer = KafkaProducer(**settings)
+        return KafkaProducer(**settings)
     except (TypeError, AssertionError, ValueError, KafkaConfigurationError) as exc:
         raise ConfigError(f"kafka.producer: {exc}") from exc
-    _ask_for_a_new_producer_id_after_a_reset(producer)
-    return producer
-
-
-def _ask_for_a_new_producer_id_after_a_reset(producer: KafkaProducer) -> None:
-    """Keep an idempotent producer alive after a broker that stopped answering comes back.
-
-    When batches it had already sent expire (the broker silent for longer than
-    `delivery_timeout_ms`), kafka-python 3.0.x drops its producer id but stays in the READY
-    state, and asks for a new id only from UNINITIALIZED: it then never sends again, and never
-    fails what it holds either (measured: nothing delivered or failed in 30 s after the broker
-    resumed; a new producer delivered at once). Going back to UNINITIALIZED after such a reset
-    makes it ask for a new id, as a first start does. A client that gets this right, or keeps
-    no such state, is left as it is.
-    """
-    manager = getattr(producer, "_transaction_manager", None)
-    reset = getattr(manager, "reset_producer_id", None)
-    if manager is None or reset is None or manager.is_transactional():
-        return
-    try:
-        from kafka.producer.transaction_manager import TransactionState
-    except ImportError:
-        return
-
-    def reset_and_start_over() -> None:
-        reset()
-        with manager._lock:
-            if (manager._current_state == TransactionState.READY
-                    and not manager.has_producer_id()):
-                log.info("the producer lost its id when batches expired; asking for a new one")
-                manager._current_state = TransactionState.UNINITIALIZED
-
-    manager.reset_producer_id = reset_and_start_over
 
 
 def unreadable_partition(consumer: KafkaConsumer) -> TopicPartition | None:

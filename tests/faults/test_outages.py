@@ -357,10 +357,11 @@ def test_output_outage_never_commits_past_unacknowledged(broker, topics, tmp_pat
 def test_the_producer_delivers_again_after_the_broker_was_silent_past_the_delivery_timeout(
         broker, topics, tmp_path):
     """A broker that stops answering (hung, or a network partition that keeps connections
-    open) while produce requests are out: once their batches expired, kafka-python's idempotent
-    producer dropped its producer id and never asked for a new one. After the broker was back it
-    sent nothing and failed nothing, so the worker held those records until liveness restarted
-    it (health.stuck_after_s later). Here the producer's proxy is frozen (SIGSTOP), not cut."""
+    open) while produce requests are out. Once their batches expired, kafka-python's idempotent
+    producer (the worker's client default before) dropped its producer id and never asked for a
+    new one, or asked the silent broker, timed out and turned fatal: either way, after the broker
+    was back it delivered nothing, and the worker held those records until liveness restarted it
+    (health.stuck_after_s later). Here the producer's proxy is frozen (SIGSTOP), not cut."""
     import signal
 
     names = topics()
@@ -383,6 +384,9 @@ def test_the_producer_delivers_again_after_the_broker_was_silent_past_the_delive
             poll_until(lambda: worker.metric("streamclf_produce_errors_total",
                                              {"topic": names["output"]}) >= 1,
                        timeout_s=60, what="a batch expired while the broker was silent")
+            # The outage goes on past the client's request timeout (1.5 s): a producer that
+            # asks the silent broker for a new producer id meanwhile has that request time out.
+            time.sleep(4)
         finally:
             proxy.process.send_signal(signal.SIGCONT)
         resumed_at = time.monotonic()
