@@ -23,7 +23,8 @@ from typing import Any
 from model.email import MBOX_FROM, email_to_text, looks_like_email, mail_fields_to_text
 
 __all__ = ["DataError", "Example", "assigned_split", "example_from_row", "example_text",
-           "is_blank", "iter_examples", "LABEL_NAMES", "left_out_note", "normalize_split"]
+           "is_blank", "iter_examples", "LABEL_NAMES", "left_out_note", "left_out_reason",
+           "normalize_split"]
 
 # Mail has no label field: the name of an enclosing folder (a Maildir++ folder's without its
 # dot) or of the mbox file itself gives it. Junk is what mail clients call their spam folder.
@@ -81,6 +82,13 @@ def is_blank(ex: Example) -> bool:
     if ex.raw is not None:
         return not ex.raw.strip()
     return not (ex.text or "").strip()
+
+
+def left_out_reason(ex: Example) -> str | None:
+    """Why train and eval do not use *ex* ("unlabelled", "blank"), or None when they do."""
+    if ex.label is None:
+        return "unlabelled"
+    return "blank" if is_blank(ex) else None
 
 
 def left_out_note(left_out: dict[str, int]) -> str | None:

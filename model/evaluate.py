@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.data import Example, assigned_split, example_text, is_blank, iter_examples
+from model.data import Example, assigned_split, example_text, iter_examples, left_out_reason
 from model.metrics import binary_metrics, macro, multiclass_metrics, roc_auc, seen_labels
 from model.predictor import Predictor, decide
 
@@ -44,9 +44,10 @@ def load_eval_examples(paths: Sequence[str | Path], split: str | None,
         for ex in iter_examples(path):
             if split not in (None, "all") and assigned_split(ex) != split:
                 continue
-            if ex.label is None or is_blank(ex):
+            reason = left_out_reason(ex)
+            if reason:
                 if left_out is not None:
-                    left_out["unlabelled" if ex.label is None else "blank"] += 1
+                    left_out[reason] += 1
                 continue
             out.append(ex)
     return out

@@ -31,9 +31,9 @@ from model.data import (
     Example,
     assigned_split,
     example_text,
-    is_blank,
     iter_examples,
     left_out_note,
+    left_out_reason,
 )
 from model.evaluate import corpus_of
 from model.lstm import LSTMClassifier, LSTMConfig
@@ -109,8 +109,9 @@ def load_splits(paths: Sequence[Path]) -> tuple[dict[str, list[Example]], list[d
         counts: Counter[str] = Counter()
         left_out: Counter[str] = Counter()
         for ex in iter_examples(path):
-            if ex.label is None or is_blank(ex):
-                left_out["unlabelled" if ex.label is None else "blank"] += 1
+            reason = left_out_reason(ex)
+            if reason:
+                left_out[reason] += 1
                 continue
             split = assigned_split(ex)
             splits[split].append(ex)
