@@ -26,6 +26,7 @@ import email.parser
 import email.policy
 import email.utils
 import inspect
+import itertools
 import re
 from email.message import Message
 from html.parser import HTMLParser
@@ -317,7 +318,41 @@ def _header(msg: Message, name: str) -> str:
     value = msg.get(name)
     if value is None:
         return ""
-    return _WS.sub(" ", decode_header_value(str(value)[:MAX_HEADER_CHARS])).strip()
+    if not isinstance(value, str):  # compat32 wraps a value holding raw 8-bit bytes
+        value = next((raw for key, raw in msg.raw_items() if key.lower() == name), "")
+    return _header_text(msg, value)
+
+
+def _header_text(msg: Message, value: str) -> str:
+    if not value.isascii():
+        value = _eight_bit_header(msg, value)
+    return _WS.sub(" ", decode_header_value(value[:MAX_HEADER_CHARS])).strip()
+
+
+def _eight_bit_header(msg: Message, value: str) -> str:
+    """A header sent as raw 8-bit bytes: UTF-8 (RFC 6532) when it decodes, else the charset
+    the message declares for its text (unencoded legacy headers, common in spam), else cp1252.
+    The standard library would give one U+FFFD per byte."""
+    try:
+        data = value[: 4 * MAX_HEADER_CHARS].encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:  # not escaped bytes: already text
+        return value
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return _decode_bytes(data, _declared_charset(msg), MAX_HEADER_CHARS)
+
+
+def _declared_charset(msg: Message) -> str | None:
+    """The first charset the message or one of its first parts declares."""
+    try:
+        for part in itertools.islice(msg.walk(), 8):
+            charset = part.get_param("charset")
+            if isinstance(charset, str) and charset:
+                return charset
+    except Exception:  # noqa: BLE001 - a hostile structure only costs the guess
+        return None
+    return None
 
 
 # Python 3.13 (and security releases of 3.10-3.12 from 2024 on) parse addresses strictly by
@@ -351,7 +386,7 @@ def _header_block(msg: Message) -> str:
     out: list[str] = []
     used = 0
     received = 0
-    for name, value in msg.items():
+    for name, value in msg.raw_items():  # raw: items() turns 8-bit bytes into U+FFFD
         key = name.lower()
         if key in _HEADERS_IN_OWN_LINE:
             continue
@@ -360,7 +395,7 @@ def _header_block(msg: Message) -> str:
             if received > HEADER_MAX_RECEIVED:
                 continue
         word = _NOT_LETTER.sub("", key)[:24] or "header"
-        text = _WS.sub(" ", decode_header_value(str(value)[:MAX_HEADER_CHARS])).strip()
+        text = _header_text(msg, value)
         item = f"{word} {text[:HEADER_VALUE_CHARS]}".rstrip()
         out.append(item)
         used += len(item) + 1

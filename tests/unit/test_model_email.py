@@ -480,3 +480,26 @@ def test_a_long_folded_first_header_does_not_hide_an_email(tmp_path: Path) -> No
     from model.data import iter_examples
 
     assert [ex.label for ex in iter_examples(tmp_path)] == ["ham"]
+
+
+def test_headers_sent_as_raw_8bit_bytes_are_decoded() -> None:
+    # RFC 6532 UTF-8 headers, and legacy charsets sent unencoded (common in spam): the standard
+    # library gives one U+FFFD per byte.
+    raw = (
+        "From: José Müller <jose@example.org>\r\nSubject: Café grátis prêmio\r\n"
+        "Organization: Bücher GmbH\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nOlá\r\n"
+    ).encode()
+    text = email_to_text(raw)
+    assert text.startswith("Subject: Café grátis prêmio\nFrom: José Müller example.org\n")
+    assert "organization Bücher GmbH" in text
+    assert "\ufffd" not in text
+    # Not UTF-8: the charset the message declares for its text, else cp1252.
+    latin = "Subject: Prix spécial\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\nx\r\n"
+    assert email_to_text(latin.encode("latin-1")).startswith("Subject: Prix spécial\n")
+    assert email_to_text(b"Subject: caf\xe9 \x80 5\r\n\r\nx").startswith("Subject: café € 5\n")
+    chinese = (
+        "Subject: 免费赠送\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; "
+        'boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain; charset=gb2312\r\n\r\n'
+        "你好\r\n--b--\r\n"
+    )
+    assert email_to_text(chinese.encode("gb2312")).startswith("Subject: 免费赠送\n")
