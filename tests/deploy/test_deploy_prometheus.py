@@ -106,6 +106,7 @@ REQUIRED_ALERTS = {
     "StreamclfDeadLetterRateHigh",
     "StreamclfEndToEndLatencyHigh",
     "StreamclfRebalanceStorm",
+    "StreamclfProduceErrors",
 }
 
 
