@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -123,6 +123,25 @@ def load_splits(paths: Sequence[Path]) -> tuple[dict[str, list[Example]], list[d
             entry["sha256"] = sha256_file(Path(path))
         record.append(entry)
     return splits, record
+
+
+def _case_clashes(counts: Mapping[str | None, int]) -> str | None:
+    """Labels that differ only in letter case (`Spam`, `spam`), with their example counts, or
+    None. They would become separate labels; folding them silently would change what the
+    model shows, so the user is asked to pick one spelling."""
+    spellings: dict[str, list[str]] = {}
+    for label in sorted(label for label in counts if label is not None):
+        spellings.setdefault(label.casefold(), []).append(label)
+    groups = [", ".join(f"{label!r} ({_examples(counts[label])})" for label in group)
+              for group in spellings.values() if len(group) > 1]
+    if not groups:
+        return None
+    return (f"labels differ only in letter case: {'; '.join(groups)}; make them consistent in "
+            "the data (the model would learn each spelling as a label of its own)")
+
+
+def _examples(count: int) -> str:
+    return f"{count} example{'' if count == 1 else 's'}"
 
 
 def code_version() -> str:
@@ -285,6 +304,9 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
     rng = random.Random(opts.seed)
 
     splits, data_record = load_splits(opts.data)
+    clashes = _case_clashes(Counter(ex.label for exs in splits.values() for ex in exs))
+    if clashes:
+        raise ValueError(clashes)
     train_ex, val_ex = splits["train"], splits["val"]
     labels = sorted({ex.label for ex in train_ex if ex.label is not None})
     note = left_out_note(sum((Counter(e.get("left_out", {})) for e in data_record), Counter()))

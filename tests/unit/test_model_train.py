@@ -631,3 +631,23 @@ def test_predict_does_not_classify_a_blank_message(
     out = capsys.readouterr()
     assert [json.loads(line)["id"] for line in out.out.splitlines()] == ["a"]
     assert "b: blank, not classified" in out.err
+
+
+def test_labels_that_differ_only_in_case_are_refused_before_training(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`Spam` beside `spam` trained a model with both as separate labels, without a word."""
+    rows = [{"id": str(i), "label": ["spam", "ham", "Spam"][i % 3], "text": f"word{i % 3}"}
+            for i in range(30)]
+    rows += [{"id": "x", "label": "HAM", "text": "word1"}]
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "o"
+    code = cli_main(["train", "--data", str(data), "--out", str(out), "--epochs", "1",
+                     "--embed-dim", "8", "--hidden-dim", "4", "--max-tokens", "16", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err  # one line
+    assert ("labels differ only in letter case: 'HAM' (1 example), 'ham' (10 examples); "
+            "'Spam' (10 examples), 'spam' (10 examples)") in err
+    assert "make them consistent" in err
+    assert not out.exists()
