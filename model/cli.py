@@ -216,6 +216,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if held and not args.force:  # a model is hard to get back once replaced
         return _error(f"--out {out} already holds a model artifact ({held}); "
                       "pass --force to replace it, or choose another directory")
+    try:  # the model's files would be mixed in with the user's, hard to tell apart afterwards
+        foreign = not held and out.is_dir() and any(out.iterdir())
+    except OSError as exc:
+        return _error(f"--out {out}: cannot read the directory: {exc.strerror or exc}")
+    if foreign:
+        return _error(f"--out {out} holds other files and no model artifact; choose a new or "
+                      "empty directory")
     created = not out.exists()
     try:  # before hours of training, not after
         out.mkdir(parents=True, exist_ok=True)

@@ -651,3 +651,24 @@ def test_labels_that_differ_only_in_case_are_refused_before_training(
             "'Spam' (10 examples), 'spam' (10 examples)") in err
     assert "make them consistent" in err
     assert not out.exists()
+
+
+def test_train_refuses_an_out_folder_holding_other_files(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--out ~/Documents` was accepted: the model's files were written among the user's."""
+    data = _write_data(tmp_path / "topics.jsonl", per_label=5)
+    tiny = ["--epochs", "1", "--embed-dim", "8", "--hidden-dim", "4", "--max-tokens", "16",
+            "--quiet"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    for force in ([], ["--force"]):  # --force replaces a model, nothing else
+        assert cli_main(["train", "--data", str(data), "--out", str(mine), *tiny, *force]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {mine} holds other files and no model artifact" in err
+        assert err.count("\n") == 1
+        assert [f.name for f in mine.iterdir()] == ["notes.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli_main(["train", "--data", str(data), "--out", str(empty), *tiny]) == 0
+    assert (empty / "manifest.json").exists()
