@@ -467,8 +467,10 @@ def _summary(result: dict[str, Any]) -> str:
     """A small human-readable table."""
     lines = [f"model {result['model']}  split {result['split']}  n {result['n']}"]
     if result.get("positive_label"):
-        head = "source            n      acc    prec   recall f1     auc      ham_loss spam_miss"
-        lines.append(head)
+        # The JSON keys ham_loss and spam_miss hold these rates whatever the labels; the spam
+        # words would mislead for any other model (a sentiment model has no ham).
+        rates = "ham_loss spam_miss" if result["positive_label"] == "spam" else "fp_rate  miss_rate"
+        lines.append(f"source            n      acc    prec   recall f1     auc      {rates}")
         groups = {"overall": result, **result["by_source"]}
         for name, m in groups.items():
             auc = m["roc_auc"]

@@ -47,6 +47,9 @@ def write_report(out: Path, result: dict[str, Any], rows: Sequence[Scored], pred
     (out / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))
     labels = list(predictor.labels)
     positive = result.get("positive_label")
+    # The JSON's ham_loss and spam_miss, in spam words only where they fit (see _summary).
+    fp_words, miss_words = (("ham loss", "spam miss") if positive == "spam"
+                            else ("false-positive rate", "miss rate"))
     figures: list[tuple[str, str]] = []
 
     # Confusion matrix (all labels).
@@ -85,7 +88,8 @@ def write_report(out: Path, result: dict[str, Any], rows: Sequence[Scored], pred
             ax_roc.plot(fpr, tpr, label=name)
             ax_pr.plot(rec, prec, label=name)
         ax_roc.set_xscale("symlog", linthresh=0.01)
-        ax_roc.set(xlabel="false-positive rate (ham loss)", ylabel="true-positive rate")
+        fpr_axis = "false-positive rate" + (" (ham loss)" if positive == "spam" else "")
+        ax_roc.set(xlabel=fpr_axis, ylabel="true-positive rate")
         ax_pr.set(xlabel="recall", ylabel="precision")
         for fig, ax, fname, title in (
             (fig_roc, ax_roc, "roc.png", "ROC curve"),
@@ -165,9 +169,16 @@ def write_report(out: Path, result: dict[str, Any], rows: Sequence[Scored], pred
             ),
             "",
         ]
+    if positive is not None and positive != "spam":
+        lines += [
+            f"False-positive rate: the share of messages not `{positive}` that were given "
+            f"`{positive}`; miss rate: the share of `{positive}` messages given another label.",
+            "",
+        ]
     if positive is not None:
         lines += [
-            "| group | n | accuracy | precision | recall | F1 | ROC-AUC | ham loss | spam miss |",
+            f"| group | n | accuracy | precision | recall | F1 | ROC-AUC | {fp_words} | "
+            f"{miss_words} |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for name, m in {"overall": result, **result["by_source"]}.items():

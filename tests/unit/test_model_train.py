@@ -672,3 +672,37 @@ def test_train_refuses_an_out_folder_holding_other_files(
     empty.mkdir()
     assert cli_main(["train", "--data", str(data), "--out", str(empty), *tiny]) == 0
     assert (empty / "manifest.json").exists()
+
+
+def test_eval_names_the_error_rates_in_spam_words_only_for_a_spam_model(
+        tmp_path: Path) -> None:
+    """A sentiment model's eval table and report.md called its false-positive rate `ham_loss`
+    and its miss rate `spam_miss`. The JSON keys stay as they are."""
+    from types import SimpleNamespace
+
+    from model.cli import _summary
+    from model.evaluate import Scored, evaluate
+
+    for labels, columns, fp_words, miss_words in (
+            (("negative", "positive"), "fp_rate  miss_rate", "false-positive rate", "miss rate"),
+            (("ham", "spam"), "ham_loss spam_miss", "ham loss", "spam miss")):
+        negative, positive = labels
+        predictor = SimpleNamespace(labels=labels, positive_label=positive, thresholds=None,
+                                    threshold=0.5, name="m", version="1")
+        rows = [Scored("a", "s", positive, (0.2, 0.8), positive, "t"),
+                Scored("b", "s", positive, (0.7, 0.3), negative, "t"),
+                Scored("c", "s", negative, (0.9, 0.1), negative, "t"),
+                Scored("d", "s", negative, (0.4, 0.6), positive, "t")]
+        result = evaluate(predictor, rows)  # type: ignore[arg-type]
+        assert result["ham_loss"] == result["spam_miss"] == 0.5  # JSON keys unchanged
+        result["split"] = "test"
+        assert _summary(result).splitlines()[1].endswith(f"auc      {columns}")
+        if importlib.util.find_spec("matplotlib") is None:
+            continue
+        from model.report import write_report
+
+        write_report(tmp_path / positive, result, rows, predictor)
+        text = (tmp_path / positive / "report.md").read_text()
+        assert f"| ROC-AUC | {fp_words} | {miss_words} |" in text
+        assert ("ham loss" in text) == (positive == "spam")
+        assert ("share of `positive` messages" in text) == (positive == "positive")
