@@ -434,10 +434,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         predictor = _load_predictor(args)
         left_out: Counter[str] = Counter()
-        examples = load_eval_examples(args.data, split, left_out)
+        unreadable: list[str] = []
+        examples = load_eval_examples(args.data, split, left_out, unreadable)
     except (ArtifactError, DataError, ValueError) as exc:
         return _error(str(exc))
-    note = left_out_note(left_out)
+    note = left_out_note(left_out, unreadable)
     if note:
         print(f"streamclf: {note}", file=sys.stderr)
     if not examples:

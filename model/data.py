@@ -15,7 +15,7 @@ import re
 import stat
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,23 +91,33 @@ def left_out_reason(ex: Example) -> str | None:
     return "blank" if is_blank(ex) else None
 
 
-def left_out_note(left_out: dict[str, int]) -> str | None:
+def left_out_note(left_out: Mapping[str, int], unreadable: Sequence[str] = ()) -> str | None:
     """What train and eval did not use, for the user to see (a mail folder with no label name
-    is easy to miss); None when nothing was left out."""
+    is easy to miss), the first few *unreadable* files named; None when nothing was left
+    out."""
     parts = []
     if left_out.get("blank"):
         count = left_out["blank"]
         parts.append(f"{count} blank message{'' if count == 1 else 's'}")
     if left_out.get("unlabelled"):
         parts.append(f"{left_out['unlabelled']} without a label")
+    if unreadable:
+        count = len(unreadable)
+        named = "; ".join([*unreadable[:3], *([f"and {count - 3} more"] if count > 3 else [])])
+        parts.append(f"{count} unreadable file{'' if count == 1 else 's'} ({named})")
     return f"left out: {', '.join(parts)}" if parts else None
 
 
-def iter_examples(path: str | Path) -> Iterator[Example]:
-    """Yield the examples stored at *path* (JSON lines, .eml, mbox, maildir or a directory)."""
+def iter_examples(path: str | Path, unreadable: list[str] | None = None) -> Iterator[Example]:
+    """Yield the examples stored at *path* (JSON lines, .eml, mbox, maildir or a directory).
+
+    Below a directory, what cannot be read (a dangling link, a file or folder without
+    permission) goes to *unreadable* as "path: why" and is skipped. Without *unreadable*, a
+    dangling link is skipped silently and a file without permission is a DataError.
+    """
     path = Path(path)
     if path.is_dir():
-        yield from _iter_dir(path)
+        yield from _iter_dir(path, unreadable)
     elif path.is_file():
         yield from _iter_file(path, root=path.parent)
     else:
@@ -331,11 +341,16 @@ def _iter_mbox(path: Path, root: Path) -> Iterator[Example]:
         box.close()
 
 
-def _iter_dir(root: Path) -> Iterator[Example]:
+def _iter_dir(root: Path, unreadable: list[str] | None) -> Iterator[Example]:
     """Every data file below *root*, in sorted order. Skipped: maildir tmp/, hidden files and
-    folders other than Maildir++ folders (``.Junk/cur``), and what is not a regular file
-    (a dangling link, a pipe that would block)."""
-    for dirpath, dirnames, filenames in os.walk(root):
+    folders other than Maildir++ folders (``.Junk/cur``), what is not a regular file (a pipe
+    that would block), and what cannot be read (see `iter_examples`)."""
+
+    def cannot_read(exc: OSError) -> None:  # os.walk's: a folder it cannot list
+        if unreadable is not None:
+            unreadable.append(f"{exc.filename}/: {exc.strerror or exc}")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=cannot_read):
         dirnames[:] = sorted(d for d in dirnames if d != "tmp" and (
             not d.startswith(".") or _is_maildir(Path(dirpath) / d)))
         for name in sorted(filenames):
@@ -345,7 +360,14 @@ def _iter_dir(root: Path) -> Iterator[Example]:
             try:
                 if not stat.S_ISREG(path.stat().st_mode):
                     continue
-            except OSError:  # a dangling link
+                if unreadable is not None:  # left out here rather than an error mid-way
+                    with open(path, "rb"):
+                        pass
+            except OSError as exc:
+                if unreadable is not None:
+                    dangling = path.is_symlink() and not path.exists()
+                    why = "a dangling link" if dangling else exc.strerror or str(exc)
+                    unreadable.append(f"{path}: {why}")
                 continue
             kind = _file_kind(path)
             if kind is None and _in_maildir(path):  # a maildir holds messages only

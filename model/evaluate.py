@@ -35,13 +35,16 @@ def corpus_of(source: str) -> str:
 
 
 def load_eval_examples(paths: Sequence[str | Path], split: str | None,
-                       left_out: Counter[str] | None = None) -> list[Example]:
+                       left_out: Counter[str] | None = None,
+                       unreadable: list[str] | None = None) -> list[Example]:
     """Labelled examples of *split* (None or ``all``: every one) from *paths*. Data without a
     split is split by id as `streamclf train` splits it, so its test share is never training
-    data. Those of the split without a label or blank are counted in *left_out*."""
+    data. Those of the split without a label or blank are counted in *left_out*; files below
+    a folder that cannot be read, whatever their split, are named in *unreadable* (see
+    `iter_examples`)."""
     out = []
     for path in paths:
-        for ex in iter_examples(path):
+        for ex in iter_examples(path, unreadable):
             if split not in (None, "all") and assigned_split(ex) != split:
                 continue
             reason = left_out_reason(ex)

@@ -101,14 +101,19 @@ class TrainOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def load_splits(paths: Sequence[Path]) -> tuple[dict[str, list[Example]], list[dict[str, Any]]]:
-    """Labelled examples by split, and a record (path, sha256, counts) of every data file."""
+def load_splits(
+    paths: Sequence[Path], unreadable: list[str] | None = None
+) -> tuple[dict[str, list[Example]], list[dict[str, Any]]]:
+    """Labelled examples by split, and a record (path, sha256, counts) of every data file.
+    Files below a folder that cannot be read are left out, counted, and named in
+    *unreadable* when given."""
     splits: dict[str, list[Example]] = {"train": [], "val": [], "test": []}
     record = []
     for path in paths:
         counts: Counter[str] = Counter()
         left_out: Counter[str] = Counter()
-        for ex in iter_examples(path):
+        skipped: list[str] = []
+        for ex in iter_examples(path, skipped):
             reason = left_out_reason(ex)
             if reason:
                 left_out[reason] += 1
@@ -116,6 +121,10 @@ def load_splits(paths: Sequence[Path]) -> tuple[dict[str, list[Example]], list[d
             split = assigned_split(ex)
             splits[split].append(ex)
             counts[f"{split}/{ex.label}"] += 1
+        if skipped:  # files: the split of what they hold is unknown
+            left_out["unreadable"] = len(skipped)
+            if unreadable is not None:
+                unreadable.extend(skipped)
         entry: dict[str, Any] = {"path": Path(path).name, "counts": dict(sorted(counts.items()))}
         if left_out:
             entry["left_out"] = dict(sorted(left_out.items()))
@@ -303,13 +312,15 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
     torch.manual_seed(opts.seed)
     rng = random.Random(opts.seed)
 
-    splits, data_record = load_splits(opts.data)
+    unreadable: list[str] = []
+    splits, data_record = load_splits(opts.data, unreadable)
     clashes = _case_clashes(Counter(ex.label for exs in splits.values() for ex in exs))
     if clashes:
         raise ValueError(clashes)
     train_ex, val_ex = splits["train"], splits["val"]
     labels = sorted({ex.label for ex in train_ex if ex.label is not None})
-    note = left_out_note(sum((Counter(e.get("left_out", {})) for e in data_record), Counter()))
+    note = left_out_note(sum((Counter(e.get("left_out", {})) for e in data_record), Counter()),
+                         unreadable)
     if len(labels) < 2:
         raise ValueError(f"training needs at least 2 labels in the train split, found {labels} "
                          f"({LABEL_HELP})" + (f"; {note}" if note else ""))

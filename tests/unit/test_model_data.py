@@ -265,3 +265,45 @@ def test_every_file_of_a_maildir_is_a_message(tmp_path: Path) -> None:
     (tmp_path / "ham" / "README").write_bytes(b"my old mail\n")
     assert sorted(ex.id for ex in iter_examples(tmp_path)) == ["ham/cur/1.host:2,S",
                                                               "ham/new/2.host"]
+
+
+def test_files_that_cannot_be_read_are_named_when_asked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dangling link or a folder that cannot be listed below a data folder was skipped
+    without a word, and a file without read permission stopped train and eval."""
+    import builtins
+    import os
+
+    (tmp_path / "ham").mkdir()
+    (tmp_path / "ham" / "a.eml").write_bytes(EML % (1, 1))
+    (tmp_path / "ham" / "gone.eml").symlink_to(tmp_path / "absent")
+    (tmp_path / "ham" / "locked.eml").write_bytes(EML % (2, 2))
+    (tmp_path / "spam" / "cur").mkdir(parents=True)
+    (tmp_path / "spam" / "cur" / "1").write_bytes(EML % (3, 3))
+    locked = {str(tmp_path / "ham" / "locked.eml"), str(tmp_path / "spam" / "cur")}
+
+    def refused(call):  # root reads everything: permissions are refused here instead
+        def guarded(path, *args, **kwargs):
+            if str(path) in locked:
+                raise PermissionError(13, "Permission denied", str(path))
+            return call(path, *args, **kwargs)
+        return guarded
+
+    monkeypatch.setattr(builtins, "open", refused(builtins.open))
+    monkeypatch.setattr(os, "scandir", refused(os.scandir))
+    unreadable: list[str] = []
+    assert [ex.id for ex in iter_examples(tmp_path, unreadable)] == ["ham/a.eml"]
+    assert unreadable == [f"{tmp_path}/ham/gone.eml: a dangling link",
+                          f"{tmp_path}/ham/locked.eml: Permission denied",
+                          f"{tmp_path}/spam/cur/: Permission denied"]
+
+
+def test_left_out_note_names_unreadable_files() -> None:
+    from model.data import left_out_note
+
+    names = [f"m/{i}.eml: a dangling link" for i in range(5)]
+    assert left_out_note({"blank": 1}, names[:1]) == (
+        "left out: 1 blank message, 1 unreadable file (m/0.eml: a dangling link)")
+    assert left_out_note({}, names) == (
+        "left out: 5 unreadable files (m/0.eml: a dangling link; m/1.eml: a dangling link; "
+        "m/2.eml: a dangling link; and 2 more)")

@@ -706,3 +706,27 @@ def test_eval_names_the_error_rates_in_spam_words_only_for_a_spam_model(
         assert f"| ROC-AUC | {fp_words} | {miss_words} |" in text
         assert ("ham loss" in text) == (positive == "spam")
         assert ("share of `positive` messages" in text) == (positive == "positive")
+
+
+def test_unreadable_files_in_a_data_folder_are_left_out_and_said(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A dangling link in a mail folder was skipped without a word by train and eval."""
+    rng = random.Random(4)
+    words = {"spam": "free prize win cash call claim now urgent".split(),
+             "ham": "meeting lunch report tomorrow notes project review team".split()}
+    mail = tmp_path / "mail"
+    for label, pool in words.items():
+        (mail / label).mkdir(parents=True)
+        for i in range(20):
+            body = " ".join(rng.choice(pool) for _ in range(8))
+            (mail / label / f"{i}.eml").write_text(f"Subject: note {i}\n\n{body}\n")
+    (mail / "spam" / "moved.eml").symlink_to(tmp_path / "elsewhere.eml")
+    note = f"left out: 1 unreadable file ({mail}/spam/moved.eml: a dangling link)"
+    lines: list[str] = []
+    meta = train(_options(mail, tmp_path / "art", epochs=1), log=lines.append)
+    assert note in lines
+    assert meta["training"]["data"][0]["left_out"] == {"unreadable": 1}
+    assert cli_main(["eval", "--model", str(tmp_path / "art"), "--data", str(mail),
+                     "--split", "all", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["n"] == 40 and f"streamclf: {note}\n" in out.err
