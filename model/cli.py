@@ -217,7 +217,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _error(f"--out {out} already holds a model artifact ({held}); "
                       "pass --force to replace it, or choose another directory")
     try:  # the model's files would be mixed in with the user's, hard to tell apart afterwards
-        foreign = not held and out.is_dir() and any(out.iterdir())
+        # Hidden files (.DS_Store, a crashed save's .config.json.tmp) do not count.
+        foreign = not held and out.is_dir() and any(
+            not child.name.startswith(".") for child in out.iterdir())
     except OSError as exc:
         return _error(f"--out {out}: cannot read the directory: {exc.strerror or exc}")
     if foreign:

@@ -501,7 +501,8 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
         f"best epoch {best_epoch}; temperature {temperature:.3f}; threshold {threshold}; "
         f"per kind {thresholds}; "
         + (
-            f"val f1 {val_metrics['f1']:.4f} ham_loss {val_metrics['ham_loss']:.4f}"
+            f"val f1 {val_metrics['f1']:.4f} "
+            f"{'ham_loss' if positive == 'spam' else 'fp_rate'} {val_metrics['ham_loss']:.4f}"
             if positive
             else f"val acc {val_metrics['accuracy']:.4f}"
         )

@@ -670,6 +670,7 @@ def test_train_refuses_an_out_folder_holding_other_files(
         assert [f.name for f in mine.iterdir()] == ["notes.txt"]
     empty = tmp_path / "empty"
     empty.mkdir()
+    (empty / ".DS_Store").write_text("hidden files do not count")
     assert cli_main(["train", "--data", str(data), "--out", str(empty), *tiny]) == 0
     assert (empty / "manifest.json").exists()
 
