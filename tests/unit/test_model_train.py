@@ -7,6 +7,7 @@ import importlib.util
 import io
 import json
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -506,9 +507,9 @@ def test_eval_summary_of_a_many_label_model_shows_each_label() -> None:
               "accuracy": 0.87, "macro_f1": 0.8686, "per_label": per_label, "by_source": {}}
     lines = _summary(result).splitlines()
     assert "accuracy 0.8700  macro F1 0.8686" in lines
-    assert "label                n  prec   recall f1" in lines
-    assert "english             11  0.7857 1.0000 0.8800" in lines
-    assert "not spam            12  1.0000 0.7500 0.8571" in lines
+    assert "label                n      prec    recall        f1" in lines
+    assert "english             11    0.7857    1.0000    0.8800" in lines
+    assert "not spam            12    1.0000    0.7500    0.8571" in lines
 
 
 def test_a_trained_model_is_named_after_its_directory_by_default(tmp_path: Path) -> None:
@@ -685,8 +686,8 @@ def test_eval_names_the_error_rates_in_spam_words_only_for_a_spam_model(
     from model.evaluate import Scored, evaluate
 
     for labels, columns, fp_words, miss_words in (
-            (("negative", "positive"), "fp_rate  miss_rate", "false-positive rate", "miss rate"),
-            (("ham", "spam"), "ham_loss spam_miss", "ham loss", "spam miss")):
+            (("negative", "positive"), "  fp_rate miss_rate", "false-positive rate", "miss rate"),
+            (("ham", "spam"), " ham_loss spam_miss", "ham loss", "spam miss")):
         negative, positive = labels
         predictor = SimpleNamespace(labels=labels, positive_label=positive, thresholds=None,
                                     threshold=0.5, name="m", version="1")
@@ -697,7 +698,11 @@ def test_eval_names_the_error_rates_in_spam_words_only_for_a_spam_model(
         result = evaluate(predictor, rows)  # type: ignore[arg-type]
         assert result["ham_loss"] == result["spam_miss"] == 0.5  # JSON keys unchanged
         result["split"] = "test"
-        assert _summary(result).splitlines()[1].endswith(f"auc      {columns}")
+        head, row = _summary(result).splitlines()[1:3]
+        assert head.endswith(f"      auc {columns}")
+        # Right-aligned: every value ends where its heading ends (the n/a AUC too).
+        assert [m.end() for m in re.finditer(r"\S+", head)][1:] == [
+            m.end() for m in re.finditer(r"\S+", row)][1:]
         if importlib.util.find_spec("matplotlib") is None:
             continue
         from model.report import write_report
