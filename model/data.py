@@ -342,15 +342,23 @@ def _iter_mbox(path: Path, root: Path) -> Iterator[Example]:
 
 
 def _iter_dir(root: Path, unreadable: list[str] | None) -> Iterator[Example]:
-    """Every data file below *root*, in sorted order. Skipped: maildir tmp/, hidden files and
-    folders other than Maildir++ folders (``.Junk/cur``), what is not a regular file (a pipe
-    that would block), and what cannot be read (see `iter_examples`)."""
+    """Every data file below *root*, in sorted order, linked folders included. Skipped: maildir
+    tmp/, hidden files and folders other than Maildir++ folders (``.Junk/cur``), what is not a
+    regular file (a pipe that would block), and what cannot be read (see `iter_examples`)."""
 
     def cannot_read(exc: OSError) -> None:  # os.walk's: a folder it cannot list
         if unreadable is not None:
             unreadable.append(f"{exc.filename}/: {exc.strerror or exc}")
 
-    for dirpath, dirnames, filenames in os.walk(root, onerror=cannot_read):
+    # Linked folders are followed (`mail/spam -> /archive/spam` would otherwise be left out
+    # without a word), each real folder once: a link back up cannot loop.
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, onerror=cannot_read, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames.clear()
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if d != "tmp" and (
             not d.startswith(".") or _is_maildir(Path(dirpath) / d)))
         for name in sorted(filenames):

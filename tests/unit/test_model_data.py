@@ -95,6 +95,19 @@ def test_maildir_with_label_directories(tmp_path: Path) -> None:
     ]
 
 
+def test_linked_label_folders_are_read_and_a_link_back_up_does_not_loop(tmp_path: Path) -> None:
+    """`mail/spam -> /archive/spam` was left out without a word: os.walk does not follow links."""
+    archive = tmp_path / "archive" / "spam"
+    archive.mkdir(parents=True)
+    (archive / "1.eml").write_bytes(EML % (1, 1))
+    (tmp_path / "mail" / "ham").mkdir(parents=True)
+    (tmp_path / "mail" / "ham" / "2.eml").write_bytes(EML % (2, 2))
+    (tmp_path / "mail" / "spam").symlink_to(archive)
+    (tmp_path / "mail" / "ham" / "again").symlink_to(tmp_path / "mail")  # a loop
+    exs = list(iter_examples(tmp_path / "mail"))
+    assert sorted((e.label, e.id) for e in exs) == [("ham", "ham/2.eml"), ("spam", "spam/1.eml")]
+
+
 def test_unknown_file_format(tmp_path: Path) -> None:
     odd = tmp_path / "notes.txt"
     odd.write_text("just some words")
