@@ -168,7 +168,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a model on labelled data",
         description="Metrics overall and per source: accuracy, precision, recall, F1 for the "
-        "positive label, ROC-AUC, ham_loss (false-positive rate) and spam_miss.",
+        "positive label, ROC-AUC, the false-positive rate (ham_loss) and the miss rate "
+        "(spam_miss).",
     )
     e.add_argument("--model", default="bundled", help="artifact directory or 'bundled'")
     e.add_argument("--data", nargs="+", required=True, metavar="PATH")
