@@ -179,6 +179,24 @@ def committed_offsets(bootstrap: str, group: str) -> dict[int, int]:
     return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
 
+def repeated_results(records: list) -> tuple[int, int]:
+    """The extra copies among result records, as (resent, classified_again). A copy whose value
+    is an earlier copy's byte for byte (the same `classified_at_ms`) is one produce written
+    twice: a request the broker wrote but whose answer was lost, resent by the producer. A copy
+    with another value is the input classified a second time: its offset was read again by the
+    consumer (after a crash, or partitions revoked or lost before their commit)."""
+    seen: dict[bytes | None, set[bytes]] = {}
+    resent = again = 0
+    for record in records:
+        values = seen.setdefault(record.key, set())
+        if record.value in values:
+            resent += 1
+        elif values:
+            again += 1
+        values.add(record.value)
+    return resent, again
+
+
 class Proxy:
     """A Kafka-protocol proxy in front of the broker, to cut and restore the worker's link."""
 

@@ -12,7 +12,13 @@ import pytest
 from kafka import KafkaProducer
 
 from tests.conftest import TopicReader, poll_until
-from tests.faults.harness import Proxy, Stream, WorkerProcess, committed_offsets
+from tests.faults.harness import (
+    Proxy,
+    Stream,
+    WorkerProcess,
+    committed_offsets,
+    repeated_results,
+)
 from worker.kafka import ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -51,15 +57,21 @@ def test_broker_link_cut_and_restored(broker, topics, tmp_path):
         poll_until(lambda: set(stream.keys) <= {r.key.decode() for r in reader.read()},
                    timeout_s=180, what="every key after the outage")
         errors = worker.metric("streamclf_produce_errors_total", {"topic": names["output"]})
+        consumed = worker.metric("streamclf_messages_consumed_total")
     finally:
         code = worker.terminate()
         proxy.stop()
     assert code == 0
     counts = Counter(r.key.decode() for r in reader.read())
     assert set(counts) == set(stream.keys)
+    # Where duplicates come from (docs/reliability.md): resent unchanged, the produce request in
+    # flight at the cut; classified again, input read twice (with `consumed` above `sent`).
+    resent, again = repeated_results(reader.read())
     print(f"link cut: readyz 503 after {unready_after_s:.1f} s, 200 again {ready_again_s:.1f} s "
           f"after restore; worker CPU during cut {cpu_share:.0%} of a core; "
-          f"{sum(n - 1 for n in counts.values())} duplicates; produce errors {errors:.0f}")
+          f"{sum(n - 1 for n in counts.values())} duplicates ({resent} resent unchanged, "
+          f"{again} classified again); {consumed:.0f} records consumed of {len(stream.keys)} "
+          f"sent; produce errors {errors:.0f}; worker log in {tmp_path}")
     assert cpu_share < 0.5, "the worker spins while the broker is away"
     reader.close()
 
