@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,11 +108,24 @@ def decide(
     return max(range(len(probs)), key=lambda i: probs[i])
 
 
+@contextlib.contextmanager
+def _without_normal_init() -> Iterator[None]:
+    """``torch.nn.init.normal_`` as a no-op. On the meta device it is one of torch's Python
+    decompositions, and its first call imports them all (sympy and ~800 modules): 73 MB more
+    resident memory for the worker's whole life, for values a shape check never reads."""
+    normal = torch.nn.init.normal_
+    torch.nn.init.normal_ = lambda tensor, *args, **kwargs: tensor  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        torch.nn.init.normal_ = normal
+
+
 def _check_shapes(art: Artifact) -> None:
     """Compare the model its config describes with the weights before allocating it: a config
     asking for 300 million pair buckets beside small weights took 2.9 GB, then failed."""
     try:
-        with torch.device("meta"):  # shapes only, no memory
+        with torch.device("meta"), _without_normal_init():  # shapes only, no memory
             expected = {name: tuple(t.shape)
                         for name, t in LSTMClassifier(art.model_config).state_dict().items()}
     except (RuntimeError, TypeError, ValueError, AttributeError, AssertionError) as exc:

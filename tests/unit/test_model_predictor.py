@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -513,3 +514,14 @@ def test_cpu_inference_is_compiled_and_runs_the_same_without_torchscript(
         assert torch.equal(compiled, plain_model(ids, lens))
     # The same as the module's own layers give, with gradients on (not the compiled path).
     assert torch.allclose(compiled, compiled_model(ids, lens).detach(), atol=1e-6)
+
+
+def test_loading_a_model_leaves_torchs_python_decompositions_unimported() -> None:
+    """The shape check built the model on the meta device, where the embeddings' normal_ init
+    imported torch's Python decompositions (sympy and ~800 modules): 73 MB more resident memory
+    in every worker. In a fresh process: other tests may have imported them already."""
+    code = ("import sys; from model.predictor import Predictor; Predictor.load('bundled'); "
+            "print('sympy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "False"
