@@ -318,14 +318,18 @@ def _messages(path: str, data: bytes) -> Iterator[tuple[str, str]]:
         holds_mbox,
         is_mbox,
         iter_examples,
+        left_out_note,
         mbox_examples_from_bytes,
     )
     from model.email import email_to_text, looks_like_email
 
     name = "stdin" if path == "-" else Path(path).name
     if path != "-" and (Path(path).is_dir() or data.startswith(b"From ") and is_mbox(Path(path))):
-        for ex in iter_examples(path):
+        unreadable: list[str] = []
+        for ex in iter_examples(path, unreadable):
             yield ex.id, _text_unless_blank(ex)
+        if unreadable:  # a dangling link, no permission: named, as blank messages are
+            print(f"streamclf: {left_out_note({}, unreadable)}", file=sys.stderr)
         return
     data = data.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark
     if data.lstrip().startswith(b"{"):

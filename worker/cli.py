@@ -188,11 +188,14 @@ def record_for(example: Any) -> tuple[bytes, bytes]:
     return key, json.dumps({"id": example.id, "text": example.text}, ensure_ascii=False).encode()
 
 
-def iter_records(paths: Sequence[str], split: str | None = None) -> Iterator[tuple[bytes, bytes]]:
+def iter_records(paths: Sequence[str], split: str | None = None,
+                 unreadable: list[str] | None = None) -> Iterator[tuple[bytes, bytes]]:
+    """Keys and values of the examples at *paths*; files below a folder that cannot be read go
+    to *unreadable* (see `model.data.iter_examples`)."""
     from model.data import assigned_split, iter_examples
 
     for path in paths:  # cmd_produce checked that they exist
-        for example in iter_examples(path):
+        for example in iter_examples(path, unreadable):
             if split is None or assigned_split(example) == split:
                 yield record_for(example)
 
@@ -201,7 +204,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
-    from model.data import DataError, normalize_split
+    from model.data import DataError, left_out_note, normalize_split
     from worker.kafka import ensure_topics
 
     if args.repeat < 0 or (args.limit is not None and args.limit < 0) or args.rate < 0:
@@ -226,11 +229,13 @@ def cmd_produce(args: argparse.Namespace) -> int:
     sent = 0
     started = time.monotonic()
     rounds = 0
+    unreadable: list[str] = []
     try:
         while args.repeat == 0 or rounds < args.repeat:
             rounds += 1
             sent_before = sent
-            for key, value in iter_records(args.paths, split):
+            del unreadable[:]  # once per round, not once per repeat
+            for key, value in iter_records(args.paths, split, unreadable):
                 if args.limit is not None and sent >= args.limit:
                     break
                 producer.send(args.topic, key=key, value=value)
@@ -251,7 +256,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
         raise BrokerError(f"{exc} (after {sent} records)") from exc
     finally:
         producer.close()
-    print(f"produced {sent} records to {args.topic}", file=sys.stderr)
+    note = left_out_note({}, unreadable)
+    print(f"produced {sent} records to {args.topic}" + (f"; {note}" if note else ""),
+          file=sys.stderr)
     return 0
 
 

@@ -71,6 +71,20 @@ def test_produce_stops_at_a_bad_line_with_exit_2_after_sending_the_lines_before(
 
 
 @pytest.mark.integration
+def test_produce_names_the_files_of_a_folder_it_cannot_read(broker, topics, tmp_path):
+    names = topics()
+    mail = tmp_path / "mail"
+    mail.mkdir()
+    (mail / "1.eml").write_bytes(b"Subject: lunch\r\n\r\nlunch tomorrow?\r\n")
+    (mail / "2.eml").symlink_to(tmp_path / "moved.eml")
+    result = streamclf("produce", "--bootstrap-servers", broker, "--topic", names["input"],
+                       str(mail))
+    assert result.returncode == 0, result.stderr
+    assert (f"produced 1 records to {names['input']}; left out: 1 unreadable file "
+            f"({mail / '2.eml'}: a dangling link)") in result.stderr
+
+
+@pytest.mark.integration
 def test_broker_command_serves_and_stops_cleanly():
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "worker", "broker", "--port", str(port)],

@@ -634,6 +634,19 @@ def test_predict_does_not_classify_a_blank_message(
     assert "b: blank, not classified" in out.err
 
 
+def test_predict_names_the_files_of_a_folder_it_cannot_read(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A dangling link in a folder given to predict was skipped without a word."""
+    mail = tmp_path / "mail"
+    mail.mkdir()
+    (mail / "1.eml").write_bytes(b"Subject: lunch\r\n\r\nlunch tomorrow?\r\n")
+    (mail / "2.eml").symlink_to(tmp_path / "moved.eml")
+    assert cli_main(["predict", "--model", "bundled", str(mail)]) == 0
+    out = capsys.readouterr()
+    assert [json.loads(line)["id"] for line in out.out.splitlines()] == ["1.eml"]
+    assert f"left out: 1 unreadable file ({mail / '2.eml'}: a dangling link)" in out.err
+
+
 def test_labels_that_differ_only_in_case_are_refused_before_training(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`Spam` beside `spam` trained a model with both as separate labels, without a word."""
