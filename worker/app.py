@@ -48,6 +48,7 @@ from worker.decoding import DecodePool, read
 from worker.errors import ConfigError
 from worker.kafka import (
     consumer_settings,
+    group_state,
     make_consumer,
     make_producer,
     producer_settings,
@@ -75,6 +76,7 @@ _COMMIT_TIMEOUT_MS = 5_000
 # Each client's close after the drain. Shutdown ends within drain_timeout_s + the final commit
 # (_COMMIT_TIMEOUT_MS) + both closes: 20 + 5 + 2 × 2 s with the defaults (README, Operations).
 _CLOSE_TIMEOUT_MS = 2_000
+_DRAIN_POLL_MS = 20  # the drain's polls: they only drive the group membership
 _SORT_WINDOW_BATCHES = 8  # batches sorted together by length when a backlog queues them
 _PUBLISH_QUEUE_WINDOWS = 4
 _RESEND_CHECK_S = 0.1  # how often an idle publisher looks for produces due again
@@ -375,6 +377,8 @@ class Worker:
         # any other (revoked or lost: no longer tracked or counted, the new owner redoes them).
         # Replaced whole, so those threads read it without a lock.
         self._owned: frozenset[Partition] = frozenset()
+        # Set by the drain: the partitions whose work it finishes (not those assigned during it).
+        self._drain_owned: frozenset[Partition] | None = None
         self._last_commit_at = 0.0
         self._last_lag_at = 0.0
         self._progress = ProgressClock(time.monotonic())
@@ -973,6 +977,8 @@ class Worker:
         assert consumer is not None
         for tp in consumer.assignment():
             partition = (tp.topic, tp.partition)
+            if self._drain_owned is not None and partition not in self._drain_owned:
+                continue  # assigned during the drain: nothing of it was read here
             done_to = self._tracker.position(partition)
             highwater = consumer.highwater(tp)
             if highwater is None or (done_to is not None and done_to >= highwater):
@@ -1106,6 +1112,7 @@ class Worker:
         stopped_at = self._stop.requested_at or time.monotonic()
         deadline = stopped_at + self.config.shutdown.drain_timeout_s
         log.info("draining: %d records in flight", self._tracker.in_flight())
+        self._drain_owned = self._owned
         consumer.pause(*consumer.assignment())  # stop fetching; keep the membership
         decoding = self._decoding
         while decoding is not None and decoding.pending and time.monotonic() < deadline:
@@ -1116,11 +1123,15 @@ class Worker:
             self._submit(batch)
         self._batches.put(None)
         while self._tracker.in_flight() > 0 and time.monotonic() < deadline:
+            if group_state(consumer) == "joining":
+                self._drain_poll()  # commits are refused until the join is over
+                continue
             # A commit to a broker that is away must not run past the deadline.
             self._commit(timeout_ms=max(100, int((deadline - time.monotonic()) * 1000)))
             # The publisher sends what is left (results, dead letters, retries) and
             # acknowledgements arrive on the producer's thread; the consumer's IO thread keeps
-            # heartbeating meanwhile, and there is nothing to poll while paused.
+            # heartbeating meanwhile. No poll: a re-join the group asks for would start, and
+            # stop the commits until it is over (3 s and more on the embedded broker).
             time.sleep(0.02)
         self._publisher_stop.set()
         inference.join(timeout=max(0.0, deadline - time.monotonic()))
@@ -1130,7 +1141,14 @@ class Worker:
                 self._producer.flush(timeout=max(0.1, deadline - time.monotonic()))
             except KafkaError as exc:  # the deadline came first: commit what is acknowledged
                 log.warning("producer flush at the drain deadline: %s", exc)
+        while group_state(consumer) == "joining" and time.monotonic() < deadline:
+            self._drain_poll()
         self._commit(force=True)
+        # Join again if the group asks for it, and only then leave: a member that left with
+        # the group waiting for it to re-join left it re-joining for good on the embedded
+        # broker (the next generation's leader was the member gone, so nobody got partitions).
+        while group_state(consumer) in ("joining", "rejoin") and time.monotonic() < deadline:
+            self._drain_poll()
         left = self._tracker.in_flight()
         uncommitted = self._tracker.committable()
         if left:
@@ -1141,6 +1159,24 @@ class Worker:
                         "they did since their last commit", len(uncommitted))
         else:
             log.info("drained: every record acknowledged and committed")
+
+    def _drain_poll(self) -> None:
+        """Poll with every partition paused, only so that kafka-python completes a re-join of
+        the group (a member that joined or left): without it the others wait for this member
+        and the broker refuses its commits. A partition assigned in the poll may return
+        records all the same: they are its next owner's, so they are not tracked, and the
+        consumer is set back to the first of them."""
+        consumer = self._consumer
+        assert consumer is not None
+        try:
+            polled = consumer.poll(timeout_ms=_DRAIN_POLL_MS)
+        except KafkaError as exc:
+            log.warning("poll while draining failed: %s", exc)
+            polled = {}
+        for tp, records in polled.items():
+            consumer.seek(tp, records[0].offset)
+        self._apply_rebalance_events()  # commits and forgets what was revoked
+        consumer.pause(*consumer.assignment())
 
     def _close(self) -> None:
         if self._decoding is not None:

@@ -192,6 +192,25 @@ def unreadable_partition(consumer: KafkaConsumer) -> TopicPartition | None:
     return tp if isinstance(tp, TopicPartition) else None
 
 
+def group_state(consumer: KafkaConsumer) -> str:
+    """The consumer's group membership as only its poll() moves it on: "stable", "rejoin" (the
+    group re-balances, a member joined or left, and waits for this member to join again; its
+    commits still go through), "joining" (a join under way: kafka-python refuses commits until
+    it is over) or "unjoined" (not a member). kafka-python has no public call for this (3.0.x:
+    the coordinator's state); "stable" when this client keeps no such state."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    in_progress = getattr(coordinator, "rebalance_in_progress", None)
+    if_stable = getattr(coordinator, "generation_if_stable", None)
+    need_rejoin = getattr(coordinator, "need_rejoin", None)
+    if in_progress is None or if_stable is None or need_rejoin is None:
+        return "stable"
+    if in_progress():
+        return "joining"
+    if if_stable() is None:
+        return "unjoined"
+    return "rejoin" if need_rejoin() else "stable"
+
+
 def source_record(record: ConsumerRecord) -> SourceRecord:
     headers: Headers = ()
     if record.headers:
