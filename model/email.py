@@ -343,8 +343,20 @@ def _eight_bit_header(msg: Message, value: str) -> str:
         return _decode_bytes(data, _declared_charset(msg), MAX_HEADER_CHARS)
 
 
+_UNKNOWN_CHARSET = object()
+
+
 def _declared_charset(msg: Message) -> str | None:
-    """The first charset the message or one of its first parts declares."""
+    """The first charset the message or one of its first parts declares, looked up once per
+    message: each 8-bit header asks for it, and each lookup parses the parts' parameters."""
+    found = msg.__dict__.get("_declared_charset", _UNKNOWN_CHARSET)
+    if found is _UNKNOWN_CHARSET:
+        found = _find_declared_charset(msg)
+        msg.__dict__["_declared_charset"] = found
+    return found  # type: ignore[return-value]
+
+
+def _find_declared_charset(msg: Message) -> str | None:
     try:
         for part in itertools.islice(msg.walk(), 8):
             charset = part.get_param("charset")

@@ -503,3 +503,25 @@ def test_headers_sent_as_raw_8bit_bytes_are_decoded() -> None:
         "你好\r\n--b--\r\n"
     )
     assert email_to_text(chinese.encode("gb2312")).startswith("Subject: 免费赠送\n")
+
+
+def test_the_declared_charset_is_looked_up_once_per_message(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each 8-bit header looked up the message's charset again: up to ~150 walks of the parts'
+    parameter headers (quadratic in the standard library) for one hostile message."""
+    calls = 0
+    walk = email.message.Message.walk
+
+    def counted(self):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        return walk(self)
+
+    monkeypatch.setattr(email.message.Message, "walk", counted)
+    raw = (b"Subject: caf\xe9\r\nFrom: Jos\xe9 <j@example.org>\r\n"
+           + b"".join(b"X-%d: \xe9\r\n" % i for i in range(50))
+           + b"Content-Type: text/plain; charset=iso-8859-1\r\n\r\nx\r\n")
+    text = email_to_text(raw)
+    assert text.startswith("Subject: café\nFrom: José example.org\n")
+    assert calls == 1
+
