@@ -339,7 +339,13 @@ def _eight_bit_header(msg: Message, value: str) -> str:
         return value
     try:
         return data.decode("utf-8")
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as exc:
+        cut = len(value) > len(data)
+        if cut and exc.reason == "unexpected end of data" and exc.end == len(data):
+            try:  # cut inside a character by the slice above: keep what comes before
+                return data[: exc.start].decode("utf-8")
+            except UnicodeDecodeError:
+                pass
         return _decode_bytes(data, _declared_charset(msg), MAX_HEADER_CHARS)
 
 

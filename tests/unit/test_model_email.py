@@ -525,3 +525,11 @@ def test_the_declared_charset_is_looked_up_once_per_message(
     assert text.startswith("Subject: café\nFrom: José example.org\n")
     assert calls == 1
 
+
+def test_a_long_utf8_header_cut_mid_character_stays_utf8() -> None:
+    # The 8-bit header is cut to 4 bytes per character kept before decoding; a cut inside a
+    # UTF-8 sequence sent the whole header to the declared charset (mojibake).
+    subject = "a" + "é" * 5_000
+    raw = (f"Subject: {subject}\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\nx\r\n"
+           .encode())
+    assert email_to_text(raw).startswith("Subject: aééé")
