@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,24 +107,24 @@ def decide(
     return max(range(len(probs)), key=lambda i: probs[i])
 
 
-@contextlib.contextmanager
-def _without_normal_init() -> Iterator[None]:
-    """``torch.nn.init.normal_`` as a no-op. On the meta device it is one of torch's Python
-    decompositions, and its first call imports them all (sympy and ~800 modules): 73 MB more
-    resident memory for the worker's whole life, for values a shape check never reads."""
-    normal = torch.nn.init.normal_
-    torch.nn.init.normal_ = lambda tensor, *args, **kwargs: tensor  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        torch.nn.init.normal_ = normal
+class _WithoutNormalInit(torch.overrides.TorchFunctionMode):
+    """``normal_`` as a no-op, in the calling thread only (torch function modes are per thread).
+    On the meta device ``normal_`` is one of torch's Python decompositions, and its first call
+    imports them all (sympy and ~800 modules): 73 MB more resident memory for the worker's whole
+    life, for values a shape check never reads."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func in (torch.nn.init.normal_, torch.Tensor.normal_):
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
 
 
 def _check_shapes(art: Artifact) -> None:
     """Compare the model its config describes with the weights before allocating it: a config
     asking for 300 million pair buckets beside small weights took 2.9 GB, then failed."""
     try:
-        with torch.device("meta"), _without_normal_init():  # shapes only, no memory
+        with torch.device("meta"), _WithoutNormalInit():  # shapes only, no memory
             expected = {name: tuple(t.shape)
                         for name, t in LSTMClassifier(art.model_config).state_dict().items()}
     except (RuntimeError, TypeError, ValueError, AttributeError, AssertionError) as exc:

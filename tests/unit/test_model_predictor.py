@@ -525,3 +525,22 @@ def test_loading_a_model_leaves_torchs_python_decompositions_unimported() -> Non
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "False"
+
+
+def test_the_shape_checks_normal_init_no_op_is_for_its_own_thread_only() -> None:
+    """A model built on another thread while a shape check runs (a trainer, a second load) must
+    get its embeddings initialised: the no-op must not reach beyond the checking thread."""
+    import threading
+
+    from model.predictor import _WithoutNormalInit
+
+    filled: list[torch.Tensor] = []
+    with _WithoutNormalInit():
+        assert torch.equal(torch.nn.init.normal_(torch.zeros(4)), torch.zeros(4))
+        other = threading.Thread(
+            target=lambda: filled.append(torch.nn.init.normal_(torch.zeros(1000))))
+        other.start()
+        other.join()
+    assert bool(filled[0].ne(0).any()), "another thread's normal_ was a no-op"
+    assert bool(torch.nn.init.normal_(torch.zeros(1000)).ne(0).any()), "left in place"
+
