@@ -380,6 +380,7 @@ class Worker:
         # Set by the drain: the partitions whose work it finishes (not those assigned during it).
         self._drain_owned: frozenset[Partition] | None = None
         self._last_commit_at = 0.0
+        self._commit_failures = 0  # the drain's last word needs them, revocations' included
         self._last_lag_at = 0.0
         self._progress = ProgressClock(time.monotonic())
         self._records_at = float("-inf")  # when a poll last returned records
@@ -957,6 +958,7 @@ class Worker:
                              for (t, p), o in offsets.items()}, timeout_ms=timeout_ms)
         except KafkaError as exc:
             self.metrics.commit_failures.inc()
+            self._commit_failures += 1
             log.warning("offset commit failed (will retry): %s", exc)
             if isinstance(exc, (KafkaTimeoutError, KafkaConnectionError)):
                 self._set_connected(False)
@@ -1143,6 +1145,7 @@ class Worker:
                 log.warning("producer flush at the drain deadline: %s", exc)
         while group_state(consumer) == "joining" and time.monotonic() < deadline:
             self._drain_poll()
+        failures_before = self._commit_failures
         self._commit(force=True)
         # Join again if the group asks for it, and only then leave: a member that left with
         # the group waiting for it to re-join left it re-joining for good on the embedded
@@ -1154,9 +1157,11 @@ class Worker:
         if left:
             log.warning("drain deadline reached: %d records not acknowledged; they will be "
                         "classified again after restart", left)
-        elif uncommitted:
-            log.warning("drained, but the last commit failed: %d partitions will repeat what "
-                        "they did since their last commit", len(uncommitted))
+        elif uncommitted or self._commit_failures > failures_before:
+            # A partition revoked in the re-join above is forgotten even when its commit failed.
+            log.warning("drained, but the last commit failed: %s will repeat what they did "
+                        "since their last commit",
+                        f"{len(uncommitted)} partitions" if uncommitted else "revoked partitions")
         else:
             log.info("drained: every record acknowledged and committed")
 
