@@ -359,8 +359,11 @@ def _iter_dir(root: Path, unreadable: list[str] | None) -> Iterator[Example]:
             dirnames.clear()
             continue
         seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if d != "tmp" and (
-            not d.startswith(".") or _is_maildir(Path(dirpath) / d)))
+        # Real folders before linked ones: a link to a sibling (`all -> spam`) must not claim
+        # the folder, and its label, before the folder itself is read.
+        dirnames[:] = sorted((d for d in dirnames if d != "tmp" and (
+            not d.startswith(".") or _is_maildir(Path(dirpath) / d))),
+            key=lambda d: (os.path.islink(os.path.join(dirpath, d)), d))
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
