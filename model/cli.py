@@ -480,14 +480,14 @@ def _summary(result: dict[str, Any]) -> str:
         rates = ("ham_loss", "spam_miss") if result["positive_label"] == "spam" else (
             "fp_rate", "miss_rate")
         head = ("acc", "prec", "recall", "f1", "auc", *rates)
-        lines.append(f"{'source':<16} {'n':>5}" + "".join(f" {h:>9}" for h in head))
+        lines.append(f"{'source':<16} {'n':>7}" + "".join(f" {h:>9}" for h in head))
         groups = {"overall": result, **result["by_source"]}
         for name, m in groups.items():
             auc = m["roc_auc"]
             cells = [f"{m[k]:.4f}" for k in ("accuracy", "precision", "recall", "f1")]
             cells += ["n/a" if auc is None else f"{auc:.5f}",
                       f"{m['ham_loss']:.4f}", f"{m['spam_miss']:.4f}"]
-            lines.append(f"{name[:16]:<16} {m['n']:>5}" + "".join(f" {c:>9}" for c in cells))
+            lines.append(f"{name[:16]:<16} {m['n']:>7}" + "".join(f" {c:>9}" for c in cells))
     if "macro_f1" in result:  # more than two labels: accuracy is over all of them
         lines.append(f"accuracy {result['accuracy']:.4f}  macro F1 {result['macro_f1']:.4f}")
         lines.extend(_per_label_lines(result.get("per_label", {})))
@@ -496,10 +496,10 @@ def _summary(result: dict[str, Any]) -> str:
 
 def _per_label_lines(per_label: dict[str, dict[str, Any]]) -> list[str]:
     """One line per label (support, precision, recall, F1): a weak label hides in the means."""
-    lines = [f"{'label':<16} {'n':>5}" + "".join(f" {h:>9}" for h in ("prec", "recall", "f1"))]
+    lines = [f"{'label':<16} {'n':>7}" + "".join(f" {h:>9}" for h in ("prec", "recall", "f1"))]
     for name, m in per_label.items():
         cells = [f"{m[k]:.4f}" for k in ("precision", "recall", "f1")]
-        lines.append(f"{name[:16]:<16} {m['support']:>5}" + "".join(f" {c:>9}" for c in cells))
+        lines.append(f"{name[:16]:<16} {m['support']:>7}" + "".join(f" {c:>9}" for c in cells))
     return lines
 
 

@@ -507,9 +507,9 @@ def test_eval_summary_of_a_many_label_model_shows_each_label() -> None:
               "accuracy": 0.87, "macro_f1": 0.8686, "per_label": per_label, "by_source": {}}
     lines = _summary(result).splitlines()
     assert "accuracy 0.8700  macro F1 0.8686" in lines
-    assert "label                n      prec    recall        f1" in lines
-    assert "english             11    0.7857    1.0000    0.8800" in lines
-    assert "not spam            12    1.0000    0.7500    0.8571" in lines
+    assert "label                  n      prec    recall        f1" in lines
+    assert "english               11    0.7857    1.0000    0.8800" in lines
+    assert "not spam              12    1.0000    0.7500    0.8571" in lines
 
 
 def test_a_trained_model_is_named_after_its_directory_by_default(tmp_path: Path) -> None:
