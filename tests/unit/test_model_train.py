@@ -462,20 +462,26 @@ def test_predict_reads_a_bom_gzip_and_subject_body_rows(
     assert "no message" in capsys.readouterr().err
 
 
+def _write_labelled_mail(mail: Path, per_label: int, seed: int) -> Path:
+    """A mail folder with spam/ and ham/ subfolders of short .eml files told apart by words."""
+    rng = random.Random(seed)
+    words = {"spam": "free prize win cash call claim now urgent".split(),
+             "ham": "meeting lunch report tomorrow notes project review team".split()}
+    for label, pool in words.items():
+        (mail / label).mkdir(parents=True)
+        for i in range(per_label):
+            body = " ".join(rng.choice(pool) for _ in range(8))
+            (mail / label / f"{label}{i}.eml").write_text(
+                f"From: a@example.org\nSubject: note {i}\n\n{body}\n")
+    return mail
+
+
 def test_blank_and_unlabelled_mail_is_left_out_and_said(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An empty .eml (the worker dead-letters such a value as `empty`) was trained and scored
     as a message, and mail without a label folder was dropped without a word."""
-    rng = random.Random(3)
-    words = {"spam": "free prize win cash call claim now urgent".split(),
-             "ham": "meeting lunch report tomorrow notes project review team".split()}
-    mail = tmp_path / "mail"
-    for label, pool in words.items():
-        (mail / label).mkdir(parents=True)
-        for i in range(40):
-            body = " ".join(rng.choice(pool) for _ in range(8))
-            (mail / label / f"{label}{i}.eml").write_text(
-                f"From: a@example.org\nSubject: note {i}\n\n{body}\n")
+    mail = _write_labelled_mail(tmp_path / "mail", per_label=40, seed=3)
+    for label in ("spam", "ham"):
         for i in range(12):  # enough that some fall in every split
             (mail / label / f"empty{i}.eml").write_bytes(b"" if i % 2 else b" \n")
     (mail / "inbox").mkdir()
@@ -730,15 +736,7 @@ def test_eval_names_the_error_rates_in_spam_words_only_for_a_spam_model(
 def test_unreadable_files_in_a_data_folder_are_left_out_and_said(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A dangling link in a mail folder was skipped without a word by train and eval."""
-    rng = random.Random(4)
-    words = {"spam": "free prize win cash call claim now urgent".split(),
-             "ham": "meeting lunch report tomorrow notes project review team".split()}
-    mail = tmp_path / "mail"
-    for label, pool in words.items():
-        (mail / label).mkdir(parents=True)
-        for i in range(20):
-            body = " ".join(rng.choice(pool) for _ in range(8))
-            (mail / label / f"{i}.eml").write_text(f"Subject: note {i}\n\n{body}\n")
+    mail = _write_labelled_mail(tmp_path / "mail", per_label=20, seed=4)
     (mail / "spam" / "moved.eml").symlink_to(tmp_path / "elsewhere.eml")
     note = f"left out: 1 unreadable file ({mail}/spam/moved.eml: a dangling link)"
     lines: list[str] = []
