@@ -475,11 +475,9 @@ def _summary(result: dict[str, Any]) -> str:
     """A small human-readable table."""
     lines = [f"model {result['model']}  split {result['split']}  n {result['n']}"]
     if result.get("positive_label"):
-        # The JSON keys ham_loss and spam_miss hold these rates whatever the labels; the spam
-        # words would mislead for any other model (a sentiment model has no ham).
-        rates = ("ham_loss", "spam_miss") if result["positive_label"] == "spam" else (
-            "fp_rate", "miss_rate")
-        head = ("acc", "prec", "recall", "f1", "auc", *rates)
+        from model.evaluate import error_rate_names  # a sentiment model has no ham
+
+        head = ("acc", "prec", "recall", "f1", "auc", *error_rate_names(result["positive_label"]))
         lines.append(f"{'source':<16} {'n':>7}" + "".join(f" {h:>9}" for h in head))
         groups = {"overall": result, **result["by_source"]}
         for name, m in groups.items():

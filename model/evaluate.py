@@ -12,7 +12,7 @@ from model.data import Example, assigned_split, example_text, iter_examples, lef
 from model.metrics import binary_metrics, macro, multiclass_metrics, roc_auc, seen_labels
 from model.predictor import Predictor, decide
 
-__all__ = ["Scored", "score_examples", "evaluate", "load_eval_examples"]
+__all__ = ["Scored", "score_examples", "evaluate", "load_eval_examples", "error_rate_names"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,12 @@ class Scored:
 def corpus_of(source: str) -> str:
     """Top-level source name: ``spamassassin/easy-ham-1`` → ``spamassassin``."""
     return source.split("/", 1)[0]
+
+
+def error_rate_names(positive: str | None) -> tuple[str, str]:
+    """What to call the figures stored as ham_loss and spam_miss (the false-positive and miss
+    rates) for a model whose positive label is *positive*: the spam words only for spam."""
+    return ("ham_loss", "spam_miss") if positive == "spam" else ("fp_rate", "miss_rate")
 
 
 def load_eval_examples(paths: Sequence[str | Path], split: str | None,

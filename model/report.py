@@ -47,7 +47,7 @@ def write_report(out: Path, result: dict[str, Any], rows: Sequence[Scored], pred
     (out / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))
     labels = list(predictor.labels)
     positive = result.get("positive_label")
-    # The JSON's ham_loss and spam_miss, in spam words only where they fit (see _summary).
+    # The JSON's ham_loss and spam_miss in prose, spam words for spam only (error_rate_names).
     fp_words, miss_words = (("ham loss", "spam miss") if positive == "spam"
                             else ("false-positive rate", "miss rate"))
     figures: list[tuple[str, str]] = []

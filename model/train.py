@@ -35,7 +35,7 @@ from model.data import (
     left_out_note,
     left_out_reason,
 )
-from model.evaluate import corpus_of
+from model.evaluate import corpus_of, error_rate_names
 from model.lstm import LSTMClassifier, LSTMConfig
 from model.metrics import (
     binary_metrics,
@@ -502,7 +502,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
         f"per kind {thresholds}; "
         + (
             f"val f1 {val_metrics['f1']:.4f} "
-            f"{'ham_loss' if positive == 'spam' else 'fp_rate'} {val_metrics['ham_loss']:.4f}"
+            f"{error_rate_names(positive)[0]} {val_metrics['ham_loss']:.4f}"
             if positive
             else f"val acc {val_metrics['accuracy']:.4f}"
         )
