@@ -37,6 +37,7 @@ from kafka.errors import (
     KafkaError,
     KafkaTimeoutError,
     MessageSizeTooLargeError,
+    RebalanceInProgressError,
 )
 from kafka.structs import OffsetAndMetadata
 
@@ -56,7 +57,7 @@ from worker.kafka import (
     unreadable_partition,
 )
 from worker.metrics import Health, Metrics, MetricsServer, ProgressClock
-from worker.offsets import OffsetTracker, Partition
+from worker.offsets import OffsetTracker, Partition, PublishedSpan
 from worker.stop import StopRequest
 
 log = logging.getLogger(__name__)
@@ -373,6 +374,10 @@ class Worker:
         self._listener = _RebalanceEvents()
         self._paused = False
         self._last_tracked: dict[Partition, int] = {}
+        # Partitions taken from this worker with records published past their last commit (the
+        # commit of a revoked or lost partition can fail): if one comes back and is read again
+        # from within that span, those records are skipped, not classified a second time.
+        self._published_past_commit: dict[Partition, PublishedSpan] = {}
         # The partitions assigned now; the inference and publisher threads skip the records of
         # any other (revoked or lost: no longer tracked or counted, the new owner redoes them).
         # Replaced whole, so those threads read it without a lock.
@@ -381,6 +386,7 @@ class Worker:
         self._drain_owned: frozenset[Partition] | None = None
         self._last_commit_at = 0.0
         self._commit_failures = 0  # the drain's last word needs them, revocations' included
+        self._commits_wait_for_rebalance = False  # said once per re-balance, not per try
         self._last_lag_at = 0.0
         self._progress = ProgressClock(time.monotonic())
         self._records_at = float("-inf")  # when a poll last returned records
@@ -567,6 +573,13 @@ class Worker:
 
     def _accept(self, topic: str, partition: int, records: list[Any]) -> None:
         """Track, decode and batch the records polled from one partition (in offset order)."""
+        span = self._published_past_commit.pop((topic, partition), None)
+        if span is not None and records and span.covers(records[0].offset, time.monotonic()):
+            log.info("partition %s:%d came back: skipping offsets %d to %d, published before it "
+                     "was taken from this worker", topic, partition, records[0].offset,
+                     span.done_to - 1)
+            self._last_tracked[(topic, partition)] = span.done_to - 1
+            self._tracker.skip_to((topic, partition), span.done_to)
         last = self._last_tracked.get((topic, partition), -1)
         # Records re-fetched after a re-assignment are already being handled.
         fresh = [r for r in records if r.offset > last]
@@ -721,8 +734,8 @@ class Worker:
         owned = self._owned
         kept = [r for r in window if (r.record.topic, r.record.partition) in owned]
         if len(kept) < len(window):
-            log.info("dropped %d records of revoked partitions before classifying them",
-                     len(window) - len(kept))
+            log.info("dropped %d records of partitions taken from this worker (revoked or "
+                     "lost) before classifying them", len(window) - len(kept))
         return kept
 
     def _classify_window(
@@ -959,11 +972,17 @@ class Worker:
         except KafkaError as exc:
             self.metrics.commit_failures.inc()
             self._commit_failures += 1
-            log.warning("offset commit failed (will retry): %s", exc)
+            if not isinstance(exc, RebalanceInProgressError):
+                log.warning("offset commit failed (will retry): %s", exc)
+            elif not self._commits_wait_for_rebalance:
+                # Refused at every try until the group's join is over (seconds): say it once.
+                self._commits_wait_for_rebalance = True
+                log.info("offset commits wait for the group's re-balance to finish")
             if isinstance(exc, (KafkaTimeoutError, KafkaConnectionError)):
                 self._set_connected(False)
             return
         self._set_connected(True)
+        self._commits_wait_for_rebalance = False
         covered = self._tracker.mark_committed(offsets)
         self.metrics.offsets_committed.inc(covered)
         self.metrics.commits.inc()
@@ -1025,6 +1044,8 @@ class Worker:
             self._batcher.discard(partial(_in_partitions, gone))
             if kind == "revoked":
                 self._commit(force=True, only=gone)
+            self._published_past_commit.update(
+                self._tracker.done_past_commit(gone, time.monotonic()))
             self._tracker.forget(gone)
             for topic, partition in gone:
                 self._last_tracked.pop((topic, partition), None)

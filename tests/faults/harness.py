@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import defaultdict
 from pathlib import Path
 
 from kafka import KafkaProducer
@@ -177,6 +178,26 @@ def committed_offsets(bootstrap: str, group: str) -> dict[int, int]:
     finally:
         admin.close()
     return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+
+def outputs_by_partition(records: list) -> dict[int, list[int]]:
+    """Input offsets in the order their results appeared, per input partition."""
+    seen: dict[int, list[int]] = defaultdict(list)
+    for record in records:
+        source = json.loads(record.value)["source"]
+        seen[source["partition"]].append(source["offset"])
+    return seen
+
+
+def assert_order_kept(records: list) -> None:
+    for partition, offsets in outputs_by_partition(records).items():
+        firsts: list[int] = []
+        known: set[int] = set()
+        for offset in offsets:
+            if offset not in known:
+                known.add(offset)
+                firsts.append(offset)
+        assert firsts == sorted(firsts), f"results of partition {partition} out of order"
 
 
 def repeated_results(records: list) -> tuple[int, int]:

@@ -9,7 +9,7 @@ import random
 import re
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -17,29 +17,14 @@ import pytest
 from kafka import KafkaProducer
 
 from tests.conftest import TopicReader, poll_until
-from tests.faults.harness import Stream, WorkerProcess, committed_offsets
+from tests.faults.harness import (
+    Stream,
+    WorkerProcess,
+    assert_order_kept,
+    committed_offsets,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def outputs_by_partition(records: list) -> dict[int, list[int]]:
-    """Input offsets in the order their results appeared, per input partition."""
-    seen: dict[int, list[int]] = defaultdict(list)
-    for record in records:
-        source = json.loads(record.value)["source"]
-        seen[source["partition"]].append(source["offset"])
-    return seen
-
-
-def assert_order_kept(records: list) -> None:
-    for partition, offsets in outputs_by_partition(records).items():
-        firsts: list[int] = []
-        known: set[int] = set()
-        for offset in offsets:
-            if offset not in known:
-                known.add(offset)
-                firsts.append(offset)
-        assert firsts == sorted(firsts), f"results of partition {partition} out of order"
 
 
 def test_sigkill_at_random_points_loses_nothing(broker, topics, tmp_path):
