@@ -317,12 +317,16 @@ def _smaller_dead_letter(out: _Outgoing) -> _Outgoing | None:
 
 
 class _RebalanceEvents(ConsumerRebalanceListener):
-    """Runs on kafka-python's IO thread: it must not block, so it only queues the events."""
+    """Runs on kafka-python's IO thread: it must not block. It queues the events for the main
+    loop, and starts the commit of revoked partitions there and then (``commit_revoked``)."""
 
     def __init__(self) -> None:
         self.events: queue.SimpleQueue[tuple[str, set[TopicPartition]]] = queue.SimpleQueue()
+        self.commit_revoked: Callable[[set[TopicPartition]], None] | None = None
 
     def on_partitions_revoked(self, revoked: Any) -> None:
+        if self.commit_revoked is not None:
+            self.commit_revoked(set(revoked))
         self.events.put(("revoked", set(revoked)))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
@@ -372,6 +376,7 @@ class Worker:
         self._outbox: queue.SimpleQueue[_Outgoing] = queue.SimpleQueue()
         self._publisher_stop = threading.Event()
         self._listener = _RebalanceEvents()
+        self._listener.commit_revoked = self._commit_revoked_at_once
         self._paused = False
         self._last_tracked: dict[Partition, int] = {}
         # Partitions taken from this worker with records published past their last commit (the
@@ -988,6 +993,33 @@ class Worker:
         self.metrics.commits.inc()
         self.metrics.last_commit.set(time.time())
         self._progress.progressed(now)
+
+    def _commit_revoked_at_once(self, revoked: set[TopicPartition]) -> None:
+        """On kafka-python's IO thread, as partitions are revoked: send the commit of what is
+        done of them before the group's next join starts. From the main loop, the commit would
+        come after kafka-python had begun that join within the same poll, and be refused (it
+        refuses commits until a join is over); their new owner would classify those records
+        again. Queued, not waited for: this thread must not block."""
+        consumer = self._consumer
+        gone = {(tp.topic, tp.partition) for tp in revoked}
+        offsets = {p: o for p, o in self._tracker.committable().items() if p in gone}
+        if consumer is None or not offsets:
+            return
+        try:
+            consumer.commit_async({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                                   for (t, p), o in offsets.items()},
+                                  callback=self._revoked_commit_done)
+        except Exception as exc:  # never into kafka-python's re-balance
+            log.info("commit of revoked partitions not sent: %s", exc)
+
+    def _revoked_commit_done(self, offsets: dict[TopicPartition, Any], response: Any) -> None:
+        if isinstance(response, Exception):
+            log.info("commit of revoked partitions refused: %s", response)
+            return
+        done = {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
+        self.metrics.offsets_committed.inc(self._tracker.mark_committed(done))
+        self.metrics.commits.inc()
+        log.debug("committed revoked partitions: %s", done)
 
     def _skip_unreturned_offsets(self) -> None:
         """Let idle partitions commit the consumer's position. A transactional producer's commit

@@ -56,6 +56,7 @@ def test_a_member_cut_off_past_the_session_timeout_is_evicted_and_rejoins(
         reader.wait_for(len(reader.read()) + 100, timeout_s=60)
         held_at_cut = lagged_partitions(first)
         assert len(held_at_cut) == 2, held_at_cut
+        offsets_at_cut = committed_offsets(broker, group)
         proxy.stop()
         cut_at = time.monotonic()
         poll_until(lambda: second.metric("streamclf_assigned_partitions") == 4, timeout_s=_CUT_S,
@@ -81,14 +82,20 @@ def test_a_member_cut_off_past_the_session_timeout_is_evicted_and_rejoins(
     log = (tmp_path / "w1-1.log").read_text()
     counts = Counter(r.key.decode() for r in reader.records)
     resent, again = repeated_results(reader.records)
-    repeated_partitions = {json.loads(r.value)["source"]["partition"] for r in reader.records
-                           if counts[r.key.decode()] > 1}
+    repeated: dict[int, list[int]] = {}  # input offsets of repeated results, per partition
+    for record in reader.records:
+        if counts[record.key.decode()] > 1:
+            source = json.loads(record.value)["source"]
+            repeated.setdefault(source["partition"], []).append(source["offset"])
+    repeated_partitions = set(repeated)
+    spans = ", ".join(f"{p}: {min(o)}-{max(o)}" for p, o in sorted(repeated.items()))
     offsets = committed_offsets(broker, group)
     print(f"eviction: the peer owned every partition {evicted_s:.1f} s into the {_CUT_S} s cut, "
           f"shared again {shared_again_s:.1f} s after the restore; {len(stream.keys)} keys, "
           f"{sum(n - 1 for n in counts.values())} repeats ({resent} resent unchanged, {again} "
-          f"classified again) in partitions {sorted(repeated_partitions)} (the cut member held "
-          f"{sorted(held_at_cut)}); offsets {offsets}; logs in {tmp_path}")
+          f"classified again) at offsets {{{spans}}} (the cut member held "
+          f"{sorted(held_at_cut)}); group offsets at the cut {offsets_at_cut}, at the end "
+          f"{offsets}; logs in {tmp_path}")
     assert codes == [0, 0]
     assert "partitions lost" in log, "the cut member never found its partitions lost"
     # Commits refused while the group re-joins are expected: one line per re-balance, not a

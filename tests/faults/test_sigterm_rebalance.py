@@ -14,7 +14,16 @@ from tests.faults.harness import Stream, WorkerProcess, committed_offsets, repea
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_sigterm_while_a_member_joins_commits_what_was_acknowledged(broker, topics, tmp_path):
+# The worker's line when kafka-python refuses its commits: its main loop is inside a join.
+_IN_A_JOIN = "commits wait for the group's re-balance"
+
+
+# When the first member gets SIGTERM: as the second member subscribes (the drain's polls start
+# the re-join), or once its main loop is inside the join already (the drain must finish that
+# join before it can commit anything).
+@pytest.mark.parametrize("moment", ["as-the-second-subscribes", "inside-the-first-members-join"])
+def test_sigterm_while_a_member_joins_commits_what_was_acknowledged(broker, topics, tmp_path,
+                                                                    moment):
     """The first member has records in flight (a slow model, a stream faster than it) and gets
     SIGTERM as a second member joins, so the group re-balances during its drain: it commits what
     was acknowledged, joins again, and only then leaves; the second member gets every
@@ -32,10 +41,14 @@ def test_sigterm_while_a_member_joins_commits_what_was_acknowledged(broker, topi
                    what="the first member's commits")
         reader.wait_for(300, timeout_s=120)
         second.start()
-        # The second member subscribes right after this line; its join starts the rebalance.
-        w2_log = tmp_path / "w2-1.log"
+        # The second member subscribes right after its "consuming" line; its join starts the
+        # rebalance, which the first member's loop joins at its next heartbeat.
+        w2_log, w1_log = tmp_path / "w2-1.log", tmp_path / "w1-1.log"
         poll_until(lambda: w2_log.exists() and "consuming" in w2_log.read_text(),
                    timeout_s=120, what="the second member to subscribe")
+        if moment == "inside-the-first-members-join":
+            poll_until(lambda: _IN_A_JOIN in w1_log.read_text(), timeout_s=30,
+                       what="the first member's commits refused in its join")
         in_flight = first.metric("streamclf_in_flight_messages")
         terminated_at = time.monotonic()
         code = first.terminate()
@@ -49,9 +62,9 @@ def test_sigterm_while_a_member_joins_commits_what_was_acknowledged(broker, topi
             time.sleep(0.05)
         log = (tmp_path / "w1-1.log").read_text()
         committed = "drained: every record acknowledged and committed" in log
-        print(f"sigterm-while-joining: exit {code} after {exited_s:.1f} s, {in_flight:.0f} in "
-              f"flight at SIGTERM, final commit {'ok' if committed else 'FAILED'}, second "
-              f"member owned every partition "
+        print(f"sigterm-while-joining ({moment}): exit {code} after {exited_s:.1f} s, "
+              f"{in_flight:.0f} in flight at SIGTERM, final commit "
+              f"{'ok' if committed else 'FAILED'}, second member owned every partition "
               f"{'never' if owned_all_s is None else f'{owned_all_s:.1f} s'} after SIGTERM")
         # Before, the first member left with the group waiting for it to re-join, and the
         # embedded broker kept it as the next generation's leader: the second member re-joined
@@ -67,7 +80,7 @@ def test_sigterm_while_a_member_joins_commits_what_was_acknowledged(broker, topi
                 member.terminate()
     counts = Counter(r.key.decode() for r in reader.records)
     resent, again = repeated_results(reader.records)
-    print(f"sigterm-while-joining: {len(stream.keys)} keys, classified again {again}, "
+    print(f"sigterm-while-joining ({moment}): {len(stream.keys)} keys, classified again {again}, "
           f"resent {resent}, offsets {committed_offsets(broker, group)}")
     assert code == 0
     assert exited_s < 20 + 5 + 4 + 3  # drain_timeout_s + final commit + closes + start-up slack
