@@ -57,7 +57,7 @@ from worker.kafka import (
     unreadable_partition,
 )
 from worker.metrics import Health, Metrics, MetricsServer, ProgressClock
-from worker.offsets import OffsetTracker, Partition, PublishedSpan
+from worker.offsets import OffsetTracker, Partition
 from worker.stop import StopRequest
 
 log = logging.getLogger(__name__)
@@ -316,24 +316,34 @@ def _smaller_dead_letter(out: _Outgoing) -> _Outgoing | None:
     return None
 
 
-class _RebalanceEvents(ConsumerRebalanceListener):
-    """Runs on kafka-python's IO thread: it must not block. It queues the events for the main
-    loop, and starts the commit of revoked partitions there and then (``commit_revoked``)."""
+# A re-balance event for the main loop: its kind, the partitions, and for a revocation the
+# commit the listener sent for them (None if it sent none).
+RebalanceEvent = tuple[str, set[TopicPartition], Any]
 
-    def __init__(self) -> None:
-        self.events: queue.SimpleQueue[tuple[str, set[TopicPartition]]] = queue.SimpleQueue()
-        self.commit_revoked: Callable[[set[TopicPartition]], None] | None = None
+
+class _RebalanceEvents(ConsumerRebalanceListener):
+    """Runs on kafka-python's IO thread, so it must not block: it queues the events for the main
+    loop and, for revoked partitions, sends their commit without waiting for it
+    (``commit_revoked``, which returns the commit's future or None)."""
+
+    def __init__(self, commit_revoked: Callable[[set[TopicPartition]], Any]) -> None:
+        self.events: queue.SimpleQueue[RebalanceEvent] = queue.SimpleQueue()
+        self._commit_revoked = commit_revoked
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        if self.commit_revoked is not None:
-            self.commit_revoked(set(revoked))
-        self.events.put(("revoked", set(revoked)))
+        partitions = set(revoked)
+        sent = None
+        try:
+            sent = self._commit_revoked(partitions)
+        except Exception as exc:  # never into kafka-python's re-balance: the event must queue
+            log.warning("commit of revoked partitions not sent: %s", exc)
+        self.events.put(("revoked", partitions, sent))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        self.events.put(("assigned", set(assigned)))
+        self.events.put(("assigned", set(assigned), None))
 
     def on_partitions_lost(self, lost: Any) -> None:
-        self.events.put(("lost", set(lost)))
+        self.events.put(("lost", set(lost), None))
 
 
 class Worker:
@@ -375,14 +385,12 @@ class Worker:
         # publisher sends them, as every produce, since a send can block for `max_block_ms`.
         self._outbox: queue.SimpleQueue[_Outgoing] = queue.SimpleQueue()
         self._publisher_stop = threading.Event()
-        self._listener = _RebalanceEvents()
-        self._listener.commit_revoked = self._commit_revoked_at_once
+        self._listener = _RebalanceEvents(self._commit_revoked_at_once)
+        self._closing = False  # kafka-python's close revokes too: no commit from the listener then
+        # The listener's commits of partitions revoked during the drain, for its last word.
+        self._drain_revoked_commits: list[Any] = []
         self._paused = False
         self._last_tracked: dict[Partition, int] = {}
-        # Partitions taken from this worker with records published past their last commit (the
-        # commit of a revoked or lost partition can fail): if one comes back and is read again
-        # from within that span, those records are skipped, not classified a second time.
-        self._published_past_commit: dict[Partition, PublishedSpan] = {}
         # The partitions assigned now; the inference and publisher threads skip the records of
         # any other (revoked or lost: no longer tracked or counted, the new owner redoes them).
         # Replaced whole, so those threads read it without a lock.
@@ -578,13 +586,6 @@ class Worker:
 
     def _accept(self, topic: str, partition: int, records: list[Any]) -> None:
         """Track, decode and batch the records polled from one partition (in offset order)."""
-        span = self._published_past_commit.pop((topic, partition), None)
-        if span is not None and records and span.covers(records[0].offset, time.monotonic()):
-            log.info("partition %s:%d came back: skipping offsets %d to %d, published before it "
-                     "was taken from this worker", topic, partition, records[0].offset,
-                     span.done_to - 1)
-            self._last_tracked[(topic, partition)] = span.done_to - 1
-            self._tracker.skip_to((topic, partition), span.done_to)
         last = self._last_tracked.get((topic, partition), -1)
         # Records re-fetched after a re-assignment are already being handled.
         fresh = [r for r in records if r.offset > last]
@@ -994,32 +995,36 @@ class Worker:
         self.metrics.last_commit.set(time.time())
         self._progress.progressed(now)
 
-    def _commit_revoked_at_once(self, revoked: set[TopicPartition]) -> None:
+    def _commit_revoked_at_once(self, revoked: set[TopicPartition]) -> Any:
         """On kafka-python's IO thread, as partitions are revoked: send the commit of what is
-        done of them before the group's next join starts. From the main loop, the commit would
-        come after kafka-python had begun that join within the same poll, and be refused (it
-        refuses commits until a join is over); their new owner would classify those records
-        again. Queued, not waited for: this thread must not block."""
+        done of them before the group's next join starts, and return its future (None if there
+        was nothing to send). From the main loop, the commit came after kafka-python had begun
+        that join within the same poll and was refused (it refuses commits until a join is
+        over), and the new owner classified those records again. Not waited for: this thread
+        must not block."""
         consumer = self._consumer
         gone = {(tp.topic, tp.partition) for tp in revoked}
         offsets = {p: o for p, o in self._tracker.committable().items() if p in gone}
-        if consumer is None or not offsets:
-            return
-        try:
-            consumer.commit_async({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                                   for (t, p), o in offsets.items()},
-                                  callback=self._revoked_commit_done)
-        except Exception as exc:  # never into kafka-python's re-balance
-            log.info("commit of revoked partitions not sent: %s", exc)
+        if consumer is None or self._closing or not offsets:
+            return None
+        return consumer.commit_async({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                                      for (t, p), o in offsets.items()},
+                                     callback=self._revoked_commit_done)
 
     def _revoked_commit_done(self, offsets: dict[TopicPartition, Any], response: Any) -> None:
-        if isinstance(response, Exception):
-            log.info("commit of revoked partitions refused: %s", response)
-            return
-        done = {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
-        self.metrics.offsets_committed.inc(self._tracker.mark_committed(done))
-        self.metrics.commits.inc()
-        log.debug("committed revoked partitions: %s", done)
+        """Called by kafka-python within a later poll or commit (any thread): it must not raise.
+        The tracker is left alone: the partitions are forgotten, or already back with it."""
+        try:
+            if isinstance(response, Exception):
+                self.metrics.commit_failures.inc()
+                log.warning("commit of revoked partitions refused: %s; their new owner will "
+                            "classify again what was done since their last commit", response)
+            else:
+                self.metrics.commits.inc()
+                log.debug("committed revoked partitions: %s",
+                          {f"{tp.topic}:{tp.partition}": m.offset for tp, m in offsets.items()})
+        except Exception:  # noqa: BLE001 - a metric or log failure must not reach kafka-python
+            pass
 
     def _skip_unreturned_offsets(self) -> None:
         """Let idle partitions commit the consumer's position. A transactional producer's commit
@@ -1055,7 +1060,7 @@ class Worker:
         changed = False
         while True:
             try:
-                kind, tps = self._listener.events.get_nowait()
+                kind, tps, sent = self._listener.events.get_nowait()
             except queue.Empty:
                 break
             changed = True
@@ -1074,10 +1079,10 @@ class Worker:
             if self._decoding is not None:
                 self._decoding.forget(gone)
             self._batcher.discard(partial(_in_partitions, gone))
-            if kind == "revoked":
-                self._commit(force=True, only=gone)
-            self._published_past_commit.update(
-                self._tracker.done_past_commit(gone, time.monotonic()))
+            if kind == "revoked" and sent is None:
+                self._commit(force=True, only=gone)  # the listener had nothing to send
+            elif kind == "revoked" and self._drain_owned is not None:
+                self._drain_revoked_commits.append(sent)
             self._tracker.forget(gone)
             for topic, partition in gone:
                 self._last_tracked.pop((topic, partition), None)
@@ -1205,12 +1210,18 @@ class Worker:
         # broker (the next generation's leader was the member gone, so nobody got partitions).
         while group_state(consumer) in ("joining", "rejoin") and time.monotonic() < deadline:
             self._drain_poll()
+        # The commits the listener sent for partitions revoked in these joins: their answers.
+        while (any(not sent.is_done for sent in self._drain_revoked_commits)
+               and time.monotonic() < deadline):
+            time.sleep(0.01)
+        revoked_commit_failed = any(not sent.is_done or sent.failed()
+                                    for sent in self._drain_revoked_commits)
         left = self._tracker.in_flight()
         uncommitted = self._tracker.committable()
         if left:
             log.warning("drain deadline reached: %d records not acknowledged; they will be "
                         "classified again after restart", left)
-        elif uncommitted or self._commit_failures > failures_before:
+        elif uncommitted or self._commit_failures > failures_before or revoked_commit_failed:
             # A partition revoked in the re-join above is forgotten even when its commit failed.
             log.warning("drained, but the last commit failed: %s will repeat what they did "
                         "since their last commit",
@@ -1237,6 +1248,7 @@ class Worker:
         consumer.pause(*consumer.assignment())
 
     def _close(self) -> None:
+        self._closing = True
         if self._decoding is not None:
             self._decoding.close()
         if self._consumer is not None:

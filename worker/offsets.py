@@ -16,28 +16,6 @@ from dataclasses import dataclass, field
 
 Partition = tuple[str, int]  # (topic, partition)
 
-# How long a taken partition's published span is kept for it to come back: a re-balance's
-# rounds take seconds to minutes, and a topic deleted and made anew can reuse its offsets.
-PUBLISHED_SPAN_KEPT_S = 300.0
-
-
-@dataclass(frozen=True, slots=True)
-class PublishedSpan:
-    """Offsets of a partition taken from this worker whose results were published although the
-    group's commit did not reach them: from ``floor`` (the offset the group resumes from, as far
-    as this worker knows) to ``done_to`` (the first offset not done), noted at ``at``."""
-
-    floor: int
-    done_to: int
-    at: float
-
-    def covers(self, first_offset: int, now: float) -> bool:
-        """Whether a partition read again from *first_offset* may skip to ``done_to``: it
-        resumes inside the span (the group's offset is where this worker left it, or a little
-        later), and soon enough that it is the same partition's log, not a topic made anew."""
-        return (self.floor <= first_offset < self.done_to
-                and now - self.at <= PUBLISHED_SPAN_KEPT_S)
-
 
 @dataclass
 class _PartitionState:
@@ -161,22 +139,6 @@ class OffsetTracker:
             if state is None or not state.timestamps or state.timestamps[0] < 0:
                 return None
             return state.timestamps[0]
-
-    def done_past_commit(self, partitions: set[Partition], now: float
-                         ) -> dict[Partition, PublishedSpan]:
-        """The spans of records done past the last commit, for the partitions that have one.
-        A revoked or lost partition's last commit can fail; what lies in its span was
-        published all the same."""
-        with self._lock:
-            spans = {}
-            for p in partitions:
-                state = self._partitions.get(p)
-                if state is None or state.next_offset is None:
-                    continue
-                floor = state.committed if state.committed is not None else state.first
-                if state.next_offset > floor:
-                    spans[p] = PublishedSpan(floor, state.next_offset, now)
-            return spans
 
     def forget(self, partitions: set[Partition] | list[Partition]) -> None:
         """Drop partitions (revoked or lost); late acknowledgements for them are ignored."""

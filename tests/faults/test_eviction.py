@@ -100,7 +100,8 @@ def test_a_member_cut_off_past_the_session_timeout_is_evicted_and_rejoins(
     assert "partitions lost" in log, "the cut member never found its partitions lost"
     # Commits refused while the group re-joins are expected: one line per re-balance, not a
     # warning per try (there were dozens, every 0.3 s).
-    assert "RebalanceInProgressError" not in log
+    assert not [line for line in log.splitlines()
+                if "WARNING" in line and "RebalanceInProgressError" in line]
     assert log.count("commits wait for the group's re-balance") <= log.count("partitions ")
     assert set(counts) == set(stream.keys)
     # Every record got a result, so the last one read per partition ends its log. (The

@@ -2,7 +2,7 @@ import threading
 
 import pytest
 
-from worker.offsets import PUBLISHED_SPAN_KEPT_S, OffsetTracker, PublishedSpan
+from worker.offsets import OffsetTracker
 
 P0, P1 = ("in", 0), ("in", 1)
 
@@ -75,32 +75,6 @@ def test_forget_drops_partition_and_late_acks():
     assert t.in_flight() == 0
     t.ack(P0, 0)  # a late acknowledgement after a revoke
     assert t.committable() == {}
-
-
-def test_records_done_past_the_last_commit_are_reported_as_a_span():
-    t = OffsetTracker()
-    for offset in range(10, 16):
-        t.track(P0, offset)
-    for offset in (10, 11, 12, 14):
-        t.ack(P0, offset)
-    # Never committed: the span starts at the first record read.
-    assert t.done_past_commit({P0}, 5.0) == {P0: PublishedSpan(10, 13, 5.0)}
-    t.mark_committed({P0: 12})
-    assert t.done_past_commit({P0}, 5.0)[P0].floor == 12
-    assert t.done_past_commit({P0}, 5.0)[P0].done_to == 13  # 14 is done, 13 is not
-    t.mark_committed({P0: 13})
-    assert t.done_past_commit({P0}, 5.0) == {}  # all that is done is committed
-    t.track(P1, 5)
-    assert t.done_past_commit({P1, ("other", 0)}, 5.0) == {}  # nothing done; nothing tracked
-
-
-def test_a_partition_read_again_skips_its_published_span_only_from_within_it_and_soon():
-    span = PublishedSpan(floor=100, done_to=130, at=1000.0)
-    assert span.covers(100, 1001.0)  # the group's offset is where this worker left it
-    assert span.covers(120, 1001.0)  # a peer committed part of the span meanwhile
-    assert not span.covers(130, 1001.0)  # nothing of the span is read again
-    assert not span.covers(0, 1001.0)  # read from before it: offsets reset, or a new topic
-    assert not span.covers(100, 1000.0 + PUBLISHED_SPAN_KEPT_S + 1)  # too late to be sure
 
 
 def test_out_of_order_tracking_is_a_bug():
