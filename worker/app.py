@@ -39,6 +39,7 @@ from kafka.errors import (
     MessageSizeTooLargeError,
     RebalanceInProgressError,
 )
+from kafka.future import Future as KafkaFuture
 from kafka.structs import OffsetAndMetadata
 
 from worker import codec
@@ -318,7 +319,7 @@ def _smaller_dead_letter(out: _Outgoing) -> _Outgoing | None:
 
 # A re-balance event for the main loop: its kind, the partitions, and for a revocation the
 # commit the listener sent for them (None if it sent none).
-RebalanceEvent = tuple[str, set[TopicPartition], Any]
+RebalanceEvent = tuple[str, set[TopicPartition], KafkaFuture | None]
 
 
 class _RebalanceEvents(ConsumerRebalanceListener):
@@ -326,7 +327,8 @@ class _RebalanceEvents(ConsumerRebalanceListener):
     loop and, for revoked partitions, sends their commit without waiting for it
     (``commit_revoked``, which returns the commit's future or None)."""
 
-    def __init__(self, commit_revoked: Callable[[set[TopicPartition]], Any]) -> None:
+    def __init__(self, commit_revoked: Callable[[set[TopicPartition]], KafkaFuture | None]
+                 ) -> None:
         self.events: queue.SimpleQueue[RebalanceEvent] = queue.SimpleQueue()
         self._commit_revoked = commit_revoked
 
@@ -388,7 +390,7 @@ class Worker:
         self._listener = _RebalanceEvents(self._commit_revoked_at_once)
         self._closing = False  # kafka-python's close revokes too: no commit from the listener then
         # The listener's commits of partitions revoked during the drain, for its last word.
-        self._drain_revoked_commits: list[Any] = []
+        self._drain_revoked_commits: list[KafkaFuture] = []
         self._paused = False
         self._last_tracked: dict[Partition, int] = {}
         # The partitions assigned now; the inference and publisher threads skip the records of
@@ -995,7 +997,7 @@ class Worker:
         self.metrics.last_commit.set(time.time())
         self._progress.progressed(now)
 
-    def _commit_revoked_at_once(self, revoked: set[TopicPartition]) -> Any:
+    def _commit_revoked_at_once(self, revoked: set[TopicPartition]) -> KafkaFuture | None:
         """On kafka-python's IO thread, as partitions are revoked: send the commit of what is
         done of them before the group's next join starts, and return its future (None if there
         was nothing to send). From the main loop, the commit came after kafka-python had begun
@@ -1079,10 +1081,11 @@ class Worker:
             if self._decoding is not None:
                 self._decoding.forget(gone)
             self._batcher.discard(partial(_in_partitions, gone))
-            if kind == "revoked" and sent is None:
-                self._commit(force=True, only=gone)  # the listener had nothing to send
-            elif kind == "revoked" and self._drain_owned is not None:
-                self._drain_revoked_commits.append(sent)
+            if kind == "revoked":
+                if sent is None:
+                    self._commit(force=True, only=gone)  # the listener had nothing to send
+                elif self._drain_owned is not None:
+                    self._drain_revoked_commits.append(sent)
             self._tracker.forget(gone)
             for topic, partition in gone:
                 self._last_tracked.pop((topic, partition), None)

@@ -60,8 +60,7 @@ def test_sigterm_while_a_member_joins_commits_what_was_acknowledged(broker, topi
                 owned_all_s = time.monotonic() - terminated_at
                 break
             time.sleep(0.05)
-        log = (tmp_path / "w1-1.log").read_text()
-        committed = "drained: every record acknowledged and committed" in log
+        committed = "drained: every record acknowledged and committed" in w1_log.read_text()
         print(f"sigterm-while-joining ({moment}): exit {code} after {exited_s:.1f} s, "
               f"{in_flight:.0f} in flight at SIGTERM, final commit "
               f"{'ok' if committed else 'FAILED'}, second member owned every partition "
