@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import email.errors
 import email.message
 import email.parser
 import email.policy
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from model.email import EmailError, email_to_text, html_to_text, looks_like_email, parse_message
@@ -421,7 +422,16 @@ def _assert_same_parse(raw: bytes) -> None:
     assert ours.is_multipart() == theirs.is_multipart()
     if not theirs.is_multipart():
         assert ours.get_payload() == theirs.get_payload()
-    assert ours.as_bytes() == theirs.as_bytes()
+    assert _serialized(ours) == _serialized(theirs)
+
+
+def _serialized(message: email.message.Message) -> bytes | str:
+    """The message written out again, or the name of the error the stdlib's generator raises
+    for it (it refuses a header value that would read as another header once folded)."""
+    try:
+        return message.as_bytes()
+    except email.errors.HeaderParseError as exc:
+        return type(exc).__name__
 
 
 _name = st.one_of(
@@ -436,6 +446,9 @@ _ctypes = [b"", b"text/plain", b"multipart/mixed; boundary=b", b"message/rfc822"
 
 
 @settings(max_examples=400, deadline=None)
+# Found by a run: "\x0b\x00:" folds into a value the stdlib's generator refuses to write.
+@example(unixfrom=b"", headers=[("Subject", b"\x0b\x00:", [], b"\n")], ctype=b"",
+         separator=b"\n", body=b"")
 @given(
     unixfrom=st.sampled_from([b"", b"From someone Mon Jan 1 00:00:00 2024\n", b"From x\r\n"]),
     headers=st.lists(_header, max_size=6),
