@@ -51,6 +51,7 @@ from worker.errors import ConfigError
 from worker.kafka import (
     consumer_settings,
     group_state,
+    key_partition,
     make_consumer,
     make_producer,
     producer_settings,
@@ -882,8 +883,12 @@ class Worker:
         assert producer is not None
         while True:
             try:
+                partition = None
+                if out.key is not None:  # kafka-python's partitioner, in half the time
+                    # Waits for the topic's metadata as send() would (KafkaTimeoutError).
+                    partition = key_partition(out.key, producer.partitions_for(out.topic))
                 future = producer.send(out.topic, key=out.key, value=out.value,
-                                       headers=out.headers)
+                                       headers=out.headers, partition=partition)
                 break
             except KafkaTimeoutError as exc:
                 if self._publisher_stop.is_set():  # the drain is over: leave it undone
@@ -898,7 +903,7 @@ class Worker:
                 self._send_failed(out, exc)
                 return
         future.add_callback(out.on_ack)  # no wrapper: one call less per record
-        future.add_errback(lambda exc: self._send_failed(out, exc))
+        future.add_errback(partial(self._send_failed, out))
 
     def _backoff_s(self, attempts: int) -> float:
         return min(self.config.kafka.produce_retry_max_backoff_ms / 1000.0,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer, TopicPartition
+from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
 from tests.conftest import TopicReader, http_get, metric_value, poll_until, results_by_key
 from worker.app import Worker
@@ -108,6 +109,10 @@ def test_every_keyed_message_gets_exactly_one_result(broker, topics):
         assert set(result["scores"]) == {"ham", "spam"}
         assert result["score"] == result["scores"][result["label"]]
         assert result["source"]["topic"] == names["input"]
+    # Keyed as any Kafka client keys: the partition the Java client's partitioner picks.
+    assert {r.partition for r in records} == {0, 1, 2}
+    for r in records:
+        assert r.partition == (kafka_python_murmur2(r.key) & 0x7FFFFFFF) % 3, r.key
     headers = dict(records[0].headers)
     assert headers["trace-id"] == b"t-1"
     assert headers["streamclf-label"].decode() == results[records[0].key]["label"]

@@ -236,6 +236,10 @@ def test_the_producer_takes_records_as_large_as_the_inputs_it_accepts():
     ("kafka.consumer.check_crcs=maybe", "kafka.consumer.check_crcs: 'maybe' is not true or false"),
     ("kafka.producer.max_request_size=true",
      "kafka.producer.max_request_size: True is not a number"),
+    ("kafka.producer.partitioner=murmur2",
+     "kafka.producer.partitioner: takes a Python object, which a config file cannot give"),
+    ("kafka.consumer.value_deserializer=json",
+     "kafka.consumer.value_deserializer: takes a Python object"),
 ])
 def test_a_client_setting_of_the_wrong_kind_names_its_key(override, message):
     """Before, kafka-python's own error named no key ("'>=' not supported between ...")."""
