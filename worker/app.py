@@ -3,11 +3,12 @@
 Threads and what they own:
 - the main thread owns the consumer (kafka-python's consumer is not thread-safe): it polls,
   decodes and tokenizes (or has `worker.decoding`'s processes do it), batches, pauses/resumes
-  partitions, resends failed records and commits offsets;
+  partitions and commits offsets;
 - the inference thread sorts queued batches by length and hands them to `model.lanes` lane
   threads, each running the model on one batch at a time (the next batch starts as soon as a
   lane is free);
-- the publisher thread encodes results and hands them to the producer, in input order;
+- the publisher thread (`worker.publisher`) encodes results and hands them to the producer, in
+  input order, with the dead letters of every thread, and sends again what failed;
 - the producer's IO thread acknowledges sends; its callbacks only mark offsets done.
 Because inference never runs on the main thread, a slow batch never keeps the consumer from
 polling, so the group membership survives it.
@@ -24,7 +25,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,7 +36,6 @@ from kafka.errors import (
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
-    MessageSizeTooLargeError,
     RebalanceInProgressError,
 )
 from kafka.future import Future as KafkaFuture
@@ -51,7 +50,6 @@ from worker.errors import ConfigError
 from worker.kafka import (
     consumer_settings,
     group_state,
-    key_partition,
     make_consumer,
     make_producer,
     producer_settings,
@@ -60,6 +58,7 @@ from worker.kafka import (
 )
 from worker.metrics import Health, Metrics, MetricsServer, ProgressClock
 from worker.offsets import OffsetTracker, Partition
+from worker.publisher import Prediction, Publisher
 from worker.stop import StopRequest
 
 log = logging.getLogger(__name__)
@@ -81,8 +80,6 @@ _COMMIT_TIMEOUT_MS = 5_000
 _CLOSE_TIMEOUT_MS = 2_000
 _DRAIN_POLL_MS = 20  # the drain's polls: they only drive the group membership
 _SORT_WINDOW_BATCHES = 8  # batches sorted together by length when a backlog queues them
-_PUBLISH_QUEUE_WINDOWS = 4
-_RESEND_CHECK_S = 0.1  # how often an idle publisher looks for produces due again
 # Paused partitions resume once in-flight records fall to this share of max_in_flight. At half
 # (the former rule) the consumer sat idle while a thousand records drained: passthrough on short
 # messages 13,800 → 17,700 msgs/s (median of four runs each; 0.75 was no better than half).
@@ -93,17 +90,6 @@ _RESUME_AT = 0.9
 # while batches are handed out or run (_ShortGilSwitch): otherwise the Kafka path's threads
 # hand the GIL to each other ten times as often for nothing (passthrough 13-16 % slower).
 _GIL_SWITCH_INTERVAL_S = 0.0005
-
-
-class Prediction(Protocol):
-    @property
-    def label(self) -> str: ...
-
-    @property
-    def score(self) -> float: ...
-
-    @property
-    def scores(self) -> dict[str, float]: ...
 
 
 class Classifier(Protocol):
@@ -127,21 +113,6 @@ class Classifier(Protocol):
     # picklable callable (model.predictor.Predictor has one).
 
     def predict_ids(self, seqs: Sequence[Sequence[int]]) -> Sequence[Prediction]: ...
-
-
-@dataclass(slots=True)
-class _Outgoing:
-    """One record to produce, and what to do once the broker acknowledges it."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-    on_ack: Callable[[object], None]  # called with the broker's acknowledgement (unused)
-    source: SourceRecord
-    is_result: bool
-    attempts: int = 0
-    completion: _Completion | None = None  # shared by a result and its routed copy
 
 
 class _ShortGilSwitch:
@@ -169,50 +140,6 @@ class _ShortGilSwitch:
 
 
 _FORWARD_PASSES = _ShortGilSwitch(_GIL_SWITCH_INTERVAL_S)
-
-
-class _Completion:
-    """Marks a record done once all its outputs (result and routed copy) are acknowledged, each
-    itself or through the one dead letter that stands in for the copies too large to produce."""
-
-    def __init__(self, parts: int, done: Callable[[object], None],
-                 replaced: Callable[[object], None]) -> None:
-        self._left = parts
-        self._published = False
-        self._replaced_parts = 0  # copies the dead letter stands in for
-        self._dead_letter = "none"  # none | sent | acknowledged
-        self._lock = threading.Lock()
-        self._done = done  # at least one copy was published
-        self._replaced = replaced  # every copy was replaced by the dead letter
-
-    def ack(self, metadata: object) -> None:
-        self._parts_done(1, metadata, published=True)
-
-    def replace(self) -> bool:
-        """A copy is too large to produce. True for the first one: the caller sends the dead
-        letter; later copies are done together with it."""
-        with self._lock:
-            state = self._dead_letter
-            if state != "acknowledged":
-                self._replaced_parts += 1
-                self._dead_letter = "sent"
-        if state == "acknowledged":
-            self._parts_done(1, None, published=False)
-        return state == "none"
-
-    def dead_letter_acknowledged(self) -> None:
-        with self._lock:
-            self._dead_letter = "acknowledged"
-            parts, self._replaced_parts = self._replaced_parts, 0
-        self._parts_done(parts, None, published=False)
-
-    def _parts_done(self, parts: int, metadata: object, published: bool) -> None:
-        with self._lock:
-            self._left -= parts
-            self._published = self._published or published
-            finished, published = self._left == 0, self._published
-        if finished:
-            (self._done if published else self._replaced)(metadata)
 
 
 def available_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
@@ -302,22 +229,6 @@ def _in_partitions(partitions: set[Partition], request: Request) -> bool:
     return (request.record.topic, request.record.partition) in partitions
 
 
-def _smaller_dead_letter(out: _Outgoing) -> _Outgoing | None:
-    """A dead letter the broker refused for its size, without the value, then without the input's
-    own headers, then without the key; the reason and source headers always stay. None when
-    nothing is left to drop."""
-    ours = [(n, v) for n, v in out.headers if n.startswith("streamclf-")]
-    if out.value:
-        dropped = ("streamclf-value-dropped", str(len(out.value)).encode())
-        return replace(out, value=b"", headers=[*out.headers, dropped], attempts=0)
-    if len(ours) < len(out.headers):
-        return replace(out, headers=[*ours, ("streamclf-headers-dropped", b"1")], attempts=0)
-    if out.key:
-        dropped = ("streamclf-key-dropped", str(len(out.key)).encode())
-        return replace(out, key=None, headers=[*out.headers, dropped], attempts=0)
-    return None
-
-
 # A re-balance event for the main loop: its kind, the partitions, and for a revocation the
 # commit the listener sent for them (None if it sent none).
 RebalanceEvent = tuple[str, set[TopicPartition], KafkaFuture | None]
@@ -377,17 +288,9 @@ class Worker:
             max_bytes=config.input.max_bytes,
         )
         self._batches: queue.Queue[list[Request] | None] = queue.Queue()
-        # Classified windows on their way to the publisher thread; bounded, so a publisher that
-        # falls behind slows inference down instead of piling results up in memory.
-        self._classified: queue.Queue[
-            tuple[list[Request], list[Prediction | None], list[Future[None]]] | None
-        ] = queue.Queue(maxsize=_PUBLISH_QUEUE_WINDOWS)
-        self._retries: list[tuple[float, _Outgoing]] = []
-        self._retries_lock = threading.Lock()
-        # Dead letters from the other threads (main loop, lanes, the producer's callbacks): the
-        # publisher sends them, as every produce, since a send can block for `max_block_ms`.
-        self._outbox: queue.SimpleQueue[_Outgoing] = queue.SimpleQueue()
-        self._publisher_stop = threading.Event()
+        # Every produce, on its own thread: results, routed copies, dead letters.
+        self._publisher = Publisher(config.kafka, self.metrics, self._tracker,
+                                    lambda: self._owned)
         self._listener = _RebalanceEvents(self._commit_revoked_at_once)
         self._closing = False  # kafka-python's close revokes too: no commit from the listener then
         # The listener's commits of partitions revoked during the drain, for its last word.
@@ -410,9 +313,6 @@ class Worker:
         self._server: MetricsServer | None = None
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
-        self._model_id = ""
-        self._routes: dict[str, str] = {}
-        self._classified_counters: dict[str, Any] = {}
         self._lanes = 1
         self._decoding: DecodePool | None = None
         self.metrics_port: int | None = None
@@ -454,7 +354,8 @@ class Worker:
             inference = threading.Thread(
                 target=self._inference_loop, args=(classifier,), name="inference", daemon=True
             )
-            publisher = threading.Thread(target=self._publish_loop, name="publisher", daemon=True)
+            publisher = threading.Thread(target=self._publisher.run, name="publisher",
+                                         daemon=True)
             inference.start()
             publisher.start()
             log.info("consuming %s as group %s", cfg.kafka.input_topics, cfg.kafka.group_id)
@@ -481,6 +382,7 @@ class Worker:
         while not self._stop.is_set():
             try:
                 self._producer = self._producer or make_producer(self._producer_settings)
+                self._publisher.producer = self._producer
                 self._consumer = make_consumer(self._consumer_settings)
             except KafkaError as exc:
                 self.health.connected = False
@@ -521,13 +423,14 @@ class Worker:
 
             torch.set_num_threads(threads)
             loaded.warm_up()  # before readiness: the first forward passes are the slowest
-        self._model_id = f"{c.name}@{c.version}"
-        self._routes = routes_for(self.config.output.routes, c.labels, self._model_id)
+        model_id = f"{c.name}@{c.version}"
+        self._publisher.model_id = model_id
+        self._publisher.routes = routes_for(self.config.output.routes, c.labels, model_id)
         self.metrics.model_info.labels(c.name, c.version, str(c.device)).set(1)
         for label in c.labels:
             self.metrics.classified.labels(label)
         self.health.model_loaded = True
-        log.info("model %s loaded on %s%s, labels %s, %d lane(s)", self._model_id, c.device,
+        log.info("model %s loaded on %s%s, labels %s, %d lane(s)", model_id, c.device,
                  " (int8)" if getattr(c, "quantized", False) else "", list(c.labels), self._lanes)
         return c
 
@@ -631,7 +534,7 @@ class Worker:
         self._tracker.track_many(partition, [offset])
         self.metrics.consumed.labels(tp.topic).inc()
         stand_in = SourceRecord(tp.topic, tp.partition, offset, -1, None, None, ())
-        self._dead_letter(Rejection(stand_in, codec.DECODE,
+        self._publisher.dead_letter(Rejection(stand_in, codec.DECODE,
                                     f"the Kafka client cannot read this record: {exc}"[:500]))
 
     def _take_decoded(self, decoding: DecodePool) -> None:
@@ -641,7 +544,7 @@ class Worker:
 
     def _take(self, result: Request | Rejection, now: float) -> None:
         if isinstance(result, Rejection):
-            self._dead_letter(result)
+            self._publisher.dead_letter(result)
             return
         batch = self._batcher.add(result, now)
         if batch:
@@ -661,7 +564,7 @@ class Worker:
         finally:
             if lanes is not None:
                 lanes.shutdown()
-            self._classified.put(None)  # the publisher finishes what it has, then stops
+            self._publisher.windows.put(None)  # the publisher finishes what it has, then stops
 
     def _classify_batches(self, classifier: Classifier, lanes: ThreadPoolExecutor | None) -> None:
         # One permit per lane: a batch is handed to a lane only when one is free, so under a
@@ -700,42 +603,9 @@ class Worker:
             # publisher waits for the window's batches still running on lanes; this thread
             # goes on to the next window, so a lane that is free takes the next batch at once
             # instead of waiting for the whole window before it.
-            self._classified.put((window, predictions, running))
+            self._publisher.windows.put((window, predictions, running))
             if stopping:
                 return
-
-    def _publish_loop(self) -> None:
-        """Publish classified windows in the order they were classified (input order), the dead
-        letters of the other threads, and failed produces again when their backoff is over.
-        Every produce happens here, not on the main thread: a send can block (up to
-        `max_block_ms`) on a missing topic or a full buffer, and the main thread must keep
-        polling. Runs until the drain is over (`_publisher_stop`)."""
-        while True:
-            self._resend_due()
-            self._send_outbox()
-            try:
-                item = self._classified.get(timeout=_RESEND_CHECK_S)
-            except queue.Empty:
-                if self._publisher_stop.is_set():
-                    return
-                continue
-            if item is None:
-                continue  # no more windows; dead letters and retries may still come
-            window, predictions, running = item
-            for batch in running:
-                batch.result()  # the batch's own failures were dead-lettered by the lane
-            classified_at_ms = int(time.time() * 1000)  # the window's forward passes are done
-            owned = self._owned
-            for request, prediction in zip(window, predictions, strict=True):
-                if prediction is None or (request.record.topic,
-                                          request.record.partition) not in owned:
-                    continue  # dead-lettered, or its partition was revoked meanwhile
-                try:
-                    self._publish(request, prediction, classified_at_ms)
-                except Exception as exc:  # one record must not stop every later result
-                    log.exception("cannot publish the result of %s", request.record.ref)
-                    self._dead_letter(Rejection(request.record, codec.OUTPUT,
-                                                f"the result could not be built: {exc!r}"))
 
     def _owned_only(self, window: list[Request]) -> list[Request]:
         """The requests of *window* whose partitions are still assigned: records of a revoked
@@ -814,7 +684,7 @@ class Worker:
 
     def _inference_failed(self, request: Request, exc: Exception) -> None:
         detail = f"{type(exc).__name__}: {exc}"
-        self._dead_letter(Rejection(request.record, codec.INFERENCE, detail))
+        self._publisher.dead_letter(Rejection(request.record, codec.INFERENCE, detail))
 
     def _classify(
         self, classifier: Classifier, seqs: Sequence[Sequence[int]]
@@ -830,135 +700,6 @@ class Worker:
                 sum(len(s) for s in seqs) / (longest * len(seqs))
             )
         return predictions
-
-    # -- producing -----------------------------------------------------------------------------
-
-    def _publish(self, request: Request, prediction: Prediction, classified_at_ms: int) -> None:
-        label = prediction.label
-        value, headers = codec.encode_result(
-            request, label, prediction.score, prediction.scores, self._model_id, classified_at_ms
-        )
-        record = request.record
-        done: Callable[[object], None] = partial(self._done_classified, record, label)
-        routed = self._routes.get(label)
-        completion = None
-        if routed:  # the record is done once both copies are acknowledged
-            completion = _Completion(2, done, partial(self._ack_record, record))
-            done = completion.ack
-        self._send(_Outgoing(self.config.kafka.output_topic, record.key, value, headers, done,
-                             record, True, 0, completion))
-        if routed:
-            self._send(_Outgoing(routed, record.key, value, headers, done, record, True, 0,
-                                 completion))
-
-    def _dead_letter(self, rejection: Rejection, completion: _Completion | None = None) -> None:
-        """Produce *rejection* to the dead-letter topic; once acknowledged, the record is done
-        (or, with *completion*, the result copy it stands in for is)."""
-        record = rejection.record
-        log.info("dead letter %s: %s (%s)", record.ref, rejection.reason, rejection.detail[:200])
-        value = record.value if record.value is not None or record.key is not None else b""
-        self._outbox.put(_Outgoing(
-            self.config.kafka.dlq_topic,
-            record.key,
-            value,
-            codec.dead_letter_headers(rejection),
-            partial(self._done_dead_letter, record, rejection.reason, completion),
-            record,
-            False,
-        ))
-
-    def _send_outbox(self) -> None:
-        while True:
-            try:
-                out = self._outbox.get_nowait()
-            except queue.Empty:
-                return
-            self._send(out)
-
-    def _send(self, out: _Outgoing) -> None:
-        """Hand *out* to the producer (publisher thread only). A send that times out before the
-        record is even queued (no metadata for the topic, a full buffer: the broker is away) is
-        retried right here, so later results of the same partition cannot overtake it."""
-        producer = self._producer
-        assert producer is not None
-        while True:
-            try:
-                partition = None
-                if out.key is not None:  # kafka-python's partitioner, in half the time
-                    # Waits for the topic's metadata as send() would (KafkaTimeoutError).
-                    partition = key_partition(out.key, producer.partitions_for(out.topic))
-                future = producer.send(out.topic, key=out.key, value=out.value,
-                                       headers=out.headers, partition=partition)
-                break
-            except KafkaTimeoutError as exc:
-                if self._publisher_stop.is_set():  # the drain is over: leave it undone
-                    return
-                self.metrics.produce_errors.labels(out.topic).inc()
-                backoff_s = self._backoff_s(out.attempts)
-                log.warning("produce to %s timed out (attempt %d, retry in %.1f s): %s",
-                            out.topic, out.attempts + 1, backoff_s, exc)
-                out = replace(out, attempts=out.attempts + 1)
-                self._publisher_stop.wait(backoff_s)
-            except Exception as exc:  # e.g. a record too large for the producer
-                self._send_failed(out, exc)
-                return
-        future.add_callback(out.on_ack)  # no wrapper: one call less per record
-        future.add_errback(partial(self._send_failed, out))
-
-    def _backoff_s(self, attempts: int) -> float:
-        return min(self.config.kafka.produce_retry_max_backoff_ms / 1000.0,
-                   0.1 * 2 ** min(attempts, 16))
-
-    def _send_failed(self, out: _Outgoing, exc: BaseException) -> None:
-        self.metrics.produce_errors.labels(out.topic).inc()
-        if isinstance(exc, MessageSizeTooLargeError):
-            if out.is_result:
-                # The result itself is too large (huge input headers): the input goes to the
-                # dead-letter topic in its place, and counts as done once that is acknowledged.
-                if out.completion is None or out.completion.replace():
-                    self._dead_letter(Rejection(out.source, codec.OUTPUT_TOO_LARGE, str(exc)),
-                                      out.completion)
-                return
-            smaller = _smaller_dead_letter(out)
-            if smaller is not None:
-                self._outbox.put(smaller)
-                return
-        backoff_s = self._backoff_s(out.attempts)
-        log.warning("produce to %s failed (attempt %d, retry in %.1f s): %s",
-                    out.topic, out.attempts + 1, backoff_s, exc)
-        with self._retries_lock:
-            self._retries.append((time.monotonic() + backoff_s,
-                                  replace(out, attempts=out.attempts + 1)))
-
-    def _resend_due(self) -> None:
-        now = time.monotonic()
-        with self._retries_lock:
-            due = [out for at, out in self._retries if at <= now]
-            self._retries = [(at, out) for at, out in self._retries if at > now]
-        for out in due:
-            self._send(out)
-
-    def _done_classified(self, record: SourceRecord, label: str, _metadata: object) -> None:
-        counter = self._classified_counters.get(label)
-        if counter is None:  # labels() takes a lock and builds a key: once per label
-            counter = self._classified_counters[label] = self.metrics.classified.labels(label)
-        counter.inc()
-        if record.timestamp_ms >= 0:
-            self.metrics.end_to_end_seconds.observe(
-                max(0.0, time.time() - record.timestamp_ms / 1000.0)
-            )
-        self._tracker.ack((record.topic, record.partition), record.offset)
-
-    def _done_dead_letter(self, record: SourceRecord, reason: str,
-                          completion: _Completion | None, _metadata: object) -> None:
-        self.metrics.dead_lettered.labels(reason).inc()
-        if completion is not None:
-            completion.dead_letter_acknowledged()
-        else:
-            self._ack_record(record)
-
-    def _ack_record(self, record: SourceRecord, _metadata: object = None) -> None:
-        self._tracker.ack((record.topic, record.partition), record.offset)
 
     # -- offsets, rebalances, backpressure, lag ------------------------------------------------
 
@@ -1201,7 +942,7 @@ class Worker:
             # heartbeating meanwhile. No poll: a re-join the group asks for would start, and
             # stop the commits until it is over (3 s and more on the embedded broker).
             time.sleep(0.02)
-        self._publisher_stop.set()
+        self._publisher.stop()
         inference.join(timeout=max(0.0, deadline - time.monotonic()))
         publisher.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._producer is not None:

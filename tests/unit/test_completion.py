@@ -1,14 +1,14 @@
 """A record with a routed copy is done once both copies are acknowledged, either one itself or
-through the one dead letter that replaces the copies too large to produce (worker.app)."""
+through the one dead letter that replaces the copies too large to produce (worker.publisher)."""
 
-from worker.app import _Completion, _Outgoing, _smaller_dead_letter
 from worker.codec import SourceRecord
+from worker.publisher import Completion, Outgoing, smaller_dead_letter
 
 
-def make() -> tuple[_Completion, list[str]]:
+def make() -> tuple[Completion, list[str]]:
     calls: list[str] = []
-    return _Completion(2, lambda _m: calls.append("done"),
-                       lambda _m: calls.append("replaced")), calls
+    return Completion(2, lambda _m: calls.append("done"),
+                      lambda _m: calls.append("replaced")), calls
 
 
 def test_done_only_when_both_copies_are_in():
@@ -48,11 +48,11 @@ def test_a_copy_refused_after_the_dead_letter_was_acknowledged_is_done_at_once()
 
 def test_a_refused_dead_letter_sheds_value_then_headers_then_key():
     record = SourceRecord("in", 0, 7, 0, b"k" * 10, b"v" * 10, (("blob", b"x"),))
-    out = _Outgoing("dlq", record.key, record.value,
+    out = Outgoing("dlq", record.key, record.value,
                     [("blob", b"x"), ("streamclf-error", b"decode")], lambda _m: None, record,
                     False)
     steps = []
-    while (smaller := _smaller_dead_letter(out)) is not None:
+    while (smaller := smaller_dead_letter(out)) is not None:
         steps.append(smaller)
         out = smaller
     assert [(s.value, s.key is None) for s in steps] == [(b"", False), (b"", False), (b"", True)]

@@ -158,7 +158,7 @@ def test_a_free_lane_takes_the_next_batch_while_the_one_before_still_runs() -> N
         worker._batches.put(requests[4:])  # noqa: SLF001
         labels = []
         for _ in range(2):
-            window, predictions, running = worker._classified.get(timeout=20.0)  # noqa: SLF001
+            window, predictions, running = worker._publisher.windows.get(timeout=20.0)  # noqa: SLF001
             for batch in running:
                 batch.result(timeout=20.0)
             labels += [p.label for p in predictions]
@@ -318,7 +318,7 @@ def test_records_of_a_partition_no_longer_assigned_are_not_classified() -> None:
         worker._batches.put([kept[2]])  # noqa: SLF001
         classified = []
         while len(classified) < 3:
-            window, predictions, running = worker._classified.get(timeout=20.0)  # noqa: SLF001
+            window, predictions, running = worker._publisher.windows.get(timeout=20.0)  # noqa: SLF001
             classified += [r.record.partition for r in window]
     finally:
         worker._batches.put(None)  # noqa: SLF001
