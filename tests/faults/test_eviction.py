@@ -36,6 +36,18 @@ def lagged_partitions(worker: WorkerProcess) -> set[int]:
             for sample in family.samples if sample.name == "streamclf_consumer_lag"}
 
 
+def landed_late(records: list) -> int:
+    """Repeated keys whose copies landed in the output in the opposite order to their
+    classification (the earlier-classified copy second): a cut member's result, classified
+    before its partitions were lost, that its producer sent once the link was back, after the
+    new owner had published its own. (A key's copies share an output partition, so `records`
+    holds them in the order they landed.)"""
+    classified: dict[bytes, list[int]] = {}
+    for record in records:
+        classified.setdefault(record.key, []).append(json.loads(record.value)["classified_at_ms"])
+    return sum(1 for times in classified.values() if len(times) > 1 and times != sorted(times))
+
+
 def test_a_member_cut_off_past_the_session_timeout_is_evicted_and_rejoins(
         broker, topics, tmp_path):
     names = topics(partitions=4)
@@ -93,7 +105,8 @@ def test_a_member_cut_off_past_the_session_timeout_is_evicted_and_rejoins(
     print(f"eviction: the peer owned every partition {evicted_s:.1f} s into the {_CUT_S} s cut, "
           f"shared again {shared_again_s:.1f} s after the restore; {len(stream.keys)} keys, "
           f"{sum(n - 1 for n in counts.values())} repeats ({resent} resent unchanged, {again} "
-          f"classified again) at offsets {{{spans}}} (the cut member held "
+          f"classified again; {landed_late(reader.records)} keys landed after their new owner's "
+          f"result) at offsets {{{spans}}} (the cut member held "
           f"{sorted(held_at_cut)}); group offsets at the cut {offsets_at_cut}, at the end "
           f"{offsets}; logs in {tmp_path}")
     assert codes == [0, 0]
