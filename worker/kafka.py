@@ -1,6 +1,7 @@
 """Thin wrappers around kafka-python: client settings, consumer, producer, topic creation.
 
-Only this module and `app` import kafka-python. Nothing here depends on a particular broker.
+Only this module, `app` and `publisher` import kafka-python. Nothing here depends on a particular
+broker.
 """
 
 from __future__ import annotations
