@@ -57,7 +57,7 @@ from worker.kafka import (
     unreadable_partition,
 )
 from worker.metrics import Health, Metrics, MetricsServer, ProgressClock
-from worker.offsets import OffsetTracker, Partition
+from worker.offsets import CommitClaim, OffsetTracker, Partition
 from worker.publisher import Prediction, Publisher
 from worker.stop import StopRequest
 
@@ -755,15 +755,21 @@ class Worker:
         offsets = {p: o for p, o in self._tracker.committable().items() if p in gone}
         if consumer is None or self._closing or not offsets:
             return None
+        # Claimed now: the partitions may be forgotten by the time the broker answers, or
+        # given back within the same poll, and then committed further from the main loop.
+        claim = self._tracker.claim_commit(offsets)
         return consumer.commit_async({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
                                       for (t, p), o in offsets.items()},
-                                     callback=self._revoked_commit_done)
+                                     callback=partial(self._revoked_commit_done, claim))
 
-    def _revoked_commit_done(self, offsets: dict[TopicPartition, Any], response: Any) -> None:
+    def _revoked_commit_done(self, claim: CommitClaim, offsets: dict[TopicPartition, Any],
+                             response: Any) -> None:
         """Called by kafka-python within a later poll or commit (any thread): it must not raise.
-        The tracker is left alone: the partitions are forgotten, or already back with it."""
+        """
         try:
-            if isinstance(response, Exception):
+            accepted = not isinstance(response, Exception)
+            self.metrics.offsets_committed.inc(self._tracker.settle_claim(claim, accepted))
+            if not accepted:
                 self.metrics.commit_failures.inc()
                 log.warning("commit of revoked partitions refused: %s; their new owner will "
                             "classify again what was done since their last commit", response)

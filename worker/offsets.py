@@ -27,6 +27,15 @@ class _PartitionState:
     first: int = 0  # the first offset tracked, to count what commits cover
 
 
+@dataclass
+class CommitClaim:
+    """A commit sent and not yet answered, per partition: the partition's state when it was
+    sent, the offset committed before, the offset claimed, and how many records it covers."""
+
+    parts: list[tuple[Partition, _PartitionState, int | None, int, int]] = field(
+        default_factory=list)
+
+
 class OffsetTracker:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -112,6 +121,38 @@ class OffsetTracker:
                 floor = state.committed if state.committed is not None else state.first
                 covered += max(0, offset - floor)
                 state.committed = offset
+        return covered
+
+    def claim_commit(self, offsets: dict[Partition, int]) -> CommitClaim:
+        """Record a commit sent without waiting for its answer as made, so that a later commit
+        counts only what lies beyond it; `settle_claim` once the broker answers."""
+        claim = CommitClaim()
+        with self._lock:
+            for p, offset in offsets.items():
+                state = self._partitions.get(p)
+                if state is None:
+                    continue
+                floor = state.committed if state.committed is not None else state.first
+                claim.parts.append((p, state, state.committed, offset, max(0, offset - floor)))
+                state.committed = offset
+        return claim
+
+    def settle_claim(self, claim: CommitClaim, accepted: bool) -> int:
+        """The broker's answer to a claimed commit: return how many records it covered. A
+        refused one is undone where the partition is still held and nothing was committed
+        since, so that it is offered again; where a later commit went further, that commit
+        covered its records."""
+        covered = 0
+        with self._lock:
+            for p, state, before, claimed, count in claim.parts:
+                if accepted:
+                    covered += count
+                elif self._partitions.get(p) is not state:
+                    continue  # forgotten since: its next owner starts from the last commit
+                elif state.committed == claimed:
+                    state.committed = before
+                else:
+                    covered += count
         return covered
 
     def in_flight(self, partitions: set[Partition] | None = None) -> int:

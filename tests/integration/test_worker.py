@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
 from tests.conftest import TopicReader, http_get, metric_value, poll_until, results_by_key
@@ -251,6 +251,51 @@ def test_metrics_count_what_was_sent(broker, topics):
     assert metric_value(text, "streamclf_in_flight_messages") == 0
     assert metric_value(text, "streamclf_rebalances_total") >= 1
     assert metric_value(text, "streamclf_model_info") == 1
+
+
+def test_offsets_committed_counts_the_commits_made_as_partitions_are_revoked(broker, topics):
+    """The commits the re-balance listener sends for revoked partitions count too: between
+    them, the two members' counters cover every record exactly once."""
+    names = topics()  # three partitions
+    n = 90
+    produce(broker, names["input"], keyed_messages(n, "r"))
+    group = "g-" + uuid.uuid4().hex[:8]
+    reader = TopicReader(broker, names["output"])
+    # No timed commits: what the first member has done is committed as partitions leave it.
+    slow_commits = ("kafka.commit_interval_ms=600000",)
+    first = RunningWorker(broker, names, group, slow_commits)
+    second = RunningWorker(broker, names, group, slow_commits)
+
+    def counted(running: RunningWorker) -> float:
+        return running.worker.metrics.registry.get_sample_value(
+            "streamclf_offsets_committed_total") or 0.0
+
+    def assigned(running: RunningWorker) -> float:
+        return running.worker.metrics.registry.get_sample_value(
+            "streamclf_assigned_partitions") or 0.0
+
+    try:
+        with first:
+            reader.wait_for(n)
+            second.__enter__()
+            poll_until(lambda: assigned(second) >= 1 and assigned(first) + assigned(second) == 3,
+                       what="the partitions shared by the two members")
+            poll_until(lambda: counted(first) > 0, timeout_s=20,
+                       what="the commit of the revoked partitions counted")
+        # The first member's drain committed the rest; the second takes its partitions over.
+        poll_until(lambda: assigned(second) == 3, what="the second member owning every partition")
+        consumer = KafkaConsumer(bootstrap_servers=broker, group_id=group,
+                                 enable_auto_commit=False)
+        try:
+            committed = {p: consumer.committed(TopicPartition(names["input"], p))
+                         for p in range(3)}
+        finally:
+            consumer.close()
+    finally:
+        second.__exit__()
+        reader.close()
+    assert sum(committed.values()) == n, committed
+    assert counted(first) + counted(second) == n
 
 
 def test_records_of_a_committed_transaction_leave_no_lag(broker, topics):

@@ -34,6 +34,61 @@ def test_commit_covers_and_reports_only_advances():
     assert t.mark_committed(t.committable()) == 2
 
 
+def _done(t: OffsetTracker, partition, offsets) -> None:
+    for offset in offsets:
+        t.track(partition, offset)
+        t.ack(partition, offset)
+
+
+def test_a_claimed_commit_counts_once_accepted_and_later_commits_count_beyond_it():
+    t = OffsetTracker()
+    _done(t, P0, range(10, 14))
+    t.mark_committed({P0: 11})
+    claim = t.claim_commit(t.committable())
+    assert t.committable() == {}  # sent: not offered again while the answer is awaited
+    _done(t, P0, [14, 15])
+    assert t.mark_committed(t.committable()) == 2  # only what lies beyond the claim
+    assert t.settle_claim(claim, accepted=True) == 3
+
+
+def test_a_claimed_commit_of_a_forgotten_partition_still_counts():
+    t = OffsetTracker()
+    _done(t, P0, range(4))
+    claim = t.claim_commit(t.committable())
+    t.forget([P0])  # revoked: the answer comes after the partition is gone
+    assert t.settle_claim(claim, accepted=True) == 4
+
+
+def test_a_refused_claim_counts_nothing_and_is_offered_again():
+    t = OffsetTracker()
+    _done(t, P0, range(4))
+    t.skip_to(P1, 50)  # an idle partition, never committed here
+    claim = t.claim_commit(t.committable())
+    assert t.settle_claim(claim, accepted=False) == 0
+    assert t.committable() == {P0: 4, P1: 50}
+    assert t.mark_committed(t.committable()) == 4
+
+
+def test_a_refused_claim_leaves_a_later_commit_in_place():
+    t = OffsetTracker()
+    _done(t, P0, range(4))
+    claim = t.claim_commit(t.committable())
+    _done(t, P0, [4])
+    assert t.mark_committed(t.committable()) == 1
+    assert t.settle_claim(claim, accepted=False) == 4  # the later commit covered them
+    assert t.committable() == {}
+
+
+def test_a_refused_claim_of_a_partition_held_again_since_is_left_to_the_new_tenure():
+    t = OffsetTracker()
+    _done(t, P0, range(4))
+    claim = t.claim_commit(t.committable())
+    t.forget([P0])
+    t.skip_to(P0, 0)  # given back; its position is the broker's last commit
+    assert t.settle_claim(claim, accepted=False) == 0
+    assert t.committable() == {P0: 0}
+
+
 def test_partitions_are_independent_and_gaps_in_offsets_are_fine():
     t = OffsetTracker()
     t.track(P0, 0)
