@@ -33,6 +33,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import (
     CorruptRecordError,
+    FencedInstanceIdError,
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
@@ -46,7 +47,7 @@ from worker.batcher import Batcher
 from worker.codec import InputSettings, Rejection, Request, SourceRecord
 from worker.config import Config, ModelConfig
 from worker.decoding import DecodePool, read
-from worker.errors import ConfigError
+from worker.errors import ConfigError, MemberFenced
 from worker.kafka import (
     consumer_settings,
     group_state,
@@ -359,9 +360,14 @@ class Worker:
             inference.start()
             publisher.start()
             log.info("consuming %s as group %s", cfg.kafka.input_topics, cfg.kafka.group_id)
-            while not self._stop.is_set():
-                self._step()
-            self._drain(inference, publisher)
+            try:
+                while not self._stop.is_set():
+                    self._step()
+                self._drain(inference, publisher)
+            except MemberFenced as exc:
+                # Its partitions belong to the other member now: nothing more to drain or commit.
+                log.error("%s", exc)
+                return 1
         finally:
             self._close()
         return 0
@@ -471,6 +477,7 @@ class Worker:
             self._skip_unreadable_record(exc)
             polled = {}
         except KafkaError as exc:
+            self._stop_if_fenced(exc)
             log.warning("poll failed: %s", exc)
             polled = {}
         if polled:
@@ -724,6 +731,7 @@ class Worker:
             consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
                              for (t, p), o in offsets.items()}, timeout_ms=timeout_ms)
         except KafkaError as exc:
+            self._stop_if_fenced(exc)
             self.metrics.commit_failures.inc()
             self._commit_failures += 1
             if not isinstance(exc, RebalanceInProgressError):
@@ -742,6 +750,16 @@ class Worker:
         self.metrics.commits.inc()
         self.metrics.last_commit.set(time.time())
         self._progress.progressed(now)
+
+    def _stop_if_fenced(self, exc: KafkaError) -> None:
+        """Raise MemberFenced for a fencing error. A fenced member would otherwise go on
+        classifying partitions the broker has given to the other, its commits refused for
+        good, and kafka-python has stopped its heartbeats."""
+        if isinstance(exc, FencedInstanceIdError):
+            raise MemberFenced(
+                f"kafka.group_instance_id {self.config.kafka.group_instance_id!r}: another "
+                f"member of group {self.config.kafka.group_id!r} joined with the same id, and "
+                "the broker fenced this one; give each member its own id") from exc
 
     def _commit_revoked_at_once(self, revoked: set[TopicPartition]) -> KafkaFuture | None:
         """On kafka-python's IO thread, as partitions are revoked: send the commit of what is

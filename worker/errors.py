@@ -2,7 +2,8 @@
 
     StreamclfError
      ├── ConfigError      bad configuration or usage (exit code 2)
-     └── BrokerError      the embedded development broker could not start (exit code 1)
+     ├── BrokerError      the embedded development broker could not start (exit code 1)
+     └── MemberFenced     another group member took this one's group_instance_id (exit code 1)
 
 Problems with a single record are not exceptions: they become dead letters (see `codec`).
 """
@@ -18,3 +19,7 @@ class ConfigError(StreamclfError):
 
 class BrokerError(StreamclfError):
     """A broker could not be reached, or the embedded one could not be found or started."""
+
+
+class MemberFenced(StreamclfError):
+    """The broker fenced this static member: another one joined with its group_instance_id."""
