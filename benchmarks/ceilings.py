@@ -44,10 +44,13 @@ from benchmarks.common import (  # noqa: E402
     rate,
     short_messages,
 )
-from benchmarks.throughput import _COPY_VALUE, copy_loop, session  # noqa: E402
-
-_HEADERS = [("streamclf-label", b"ham"), ("streamclf-model", b"noop@0")]
-
+from benchmarks.throughput import (  # noqa: E402
+    _COPY_VALUE,
+    COPY_HEADERS,
+    copy_loop,
+    poll_backlog,
+    session,
+)
 
 # -- reading ----------------------------------------------------------------------------------
 
@@ -126,18 +129,16 @@ def split_copy_loop(bootstrap: str, backlog: Sequence[tuple[bytes, bytes]],
     sender = multiprocessing.get_context("fork").Process(
         target=_send_in_child, args=(bootstrap, topics["output"], child, len(backlog)))
     sender.start()
-    seen, first = 0, 0.0
-    deadline = time.monotonic() + timeout_s
+    sent = 0
+
+    def send(records: list[Any]) -> None:
+        nonlocal sent
+        parent.send([(r.key, [*(r.headers or ()), *COPY_HEADERS]) for r in records])
+        sent += len(records)
+
     try:
-        while seen < len(backlog) and time.monotonic() < deadline:
-            polled = consumer.poll(timeout_ms=100)
-            for records in polled.values():
-                first = first or time.perf_counter()
-                parent.send([(r.key, [*(r.headers or ()), *_HEADERS]) for r in records])
-                seen += len(records)
-            if polled:
-                consumer.commit_async()
-        if seen < len(backlog):
+        first = poll_backlog(consumer, len(backlog), timeout_s, send)
+        if sent < len(backlog):
             parent.send(None)
         acked, last = parent.recv() if parent.poll(timeout_s) else (0, 0.0)
         consumer.commit()
@@ -186,7 +187,7 @@ def librdkafka_copy_loop(bootstrap: str, backlog: Sequence[tuple[bytes, bytes]],
                 continue
             first = first or time.perf_counter()
             for m in records:
-                headers = [*(m.headers() or ()), *_HEADERS]
+                headers = [*(m.headers() or ()), *COPY_HEADERS]
                 while True:
                     try:
                         producer.produce(topics["output"], key=m.key(), value=_COPY_VALUE,

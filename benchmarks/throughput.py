@@ -17,7 +17,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -319,6 +319,27 @@ _COPY_VALUE = (b'{"id": "b0-000000", "label": "ham", "score": 0.999123, '
                b'"timestamp_ms": 0}, "classified_at_ms": 0}')
 
 
+COPY_HEADERS = [("streamclf-label", b"ham"), ("streamclf-model", b"noop@0")]
+
+
+def poll_backlog(consumer: Any, expected: int, timeout_s: float,
+                 handle: Callable[[list[Any]], None]) -> float:
+    """Poll until *expected* records went to *handle* (a partition's records of one poll at a
+    time) or *timeout_s* passed, committing after each poll; return when the first came
+    (`time.perf_counter`)."""
+    seen, first = 0, 0.0
+    deadline = time.monotonic() + timeout_s
+    while seen < expected and time.monotonic() < deadline:
+        polled = consumer.poll(timeout_ms=100)
+        for records in polled.values():
+            first = first or time.perf_counter()
+            handle(records)
+            seen += len(records)
+        if polled:
+            consumer.commit_async()
+    return first
+
+
 def copy_loop(bootstrap: str, backlog: Sequence[tuple[bytes, bytes]],
               timeout_s: float = 300.0) -> dict[str, Any]:
     """The Kafka client's own ceiling: the least a consume → produce service does per record
@@ -343,21 +364,13 @@ def copy_loop(bootstrap: str, backlog: Sequence[tuple[bytes, bytes]],
         nonlocal acked
         acked += 1
 
-    seen, first = 0, 0.0
-    deadline = time.monotonic() + timeout_s
+    def send(records: list[Any]) -> None:
+        for r in records:
+            prod.send(topics["output"], key=r.key, value=_COPY_VALUE,
+                      headers=[*(r.headers or ()), *COPY_HEADERS]).add_callback(ack)
+
     try:
-        while seen < len(backlog) and time.monotonic() < deadline:
-            polled = consumer.poll(timeout_ms=100)
-            for records in polled.values():
-                first = first or time.perf_counter()
-                for r in records:
-                    headers = [*(r.headers or ()), ("streamclf-label", b"ham"),
-                               ("streamclf-model", b"noop@0")]
-                    prod.send(topics["output"], key=r.key, value=_COPY_VALUE,
-                              headers=headers).add_callback(ack)
-                seen += len(records)
-            if polled:
-                consumer.commit_async()
+        first = poll_backlog(consumer, len(backlog), timeout_s, send)
         prod.flush()
         last = time.perf_counter()
         consumer.commit()

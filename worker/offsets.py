@@ -112,16 +112,7 @@ class OffsetTracker:
 
     def mark_committed(self, offsets: dict[Partition, int]) -> int:
         """Record a successful commit; return how many records it covered."""
-        covered = 0
-        with self._lock:
-            for p, offset in offsets.items():
-                state = self._partitions.get(p)
-                if state is None:
-                    continue
-                floor = state.committed if state.committed is not None else state.first
-                covered += max(0, offset - floor)
-                state.committed = offset
-        return covered
+        return self.settle_claim(self.claim_commit(offsets), accepted=True)
 
     def claim_commit(self, offsets: dict[Partition, int]) -> CommitClaim:
         """Record a commit sent without waiting for its answer as made, so that a later commit
