@@ -782,8 +782,7 @@ class Worker:
 
     def _revoked_commit_done(self, claim: CommitClaim, offsets: dict[TopicPartition, Any],
                              response: Any) -> None:
-        """Called by kafka-python within a later poll or commit (any thread): it must not raise.
-        """
+        """Called by kafka-python within a later poll or commit (any thread): never raises."""
         try:
             accepted = not isinstance(response, Exception)
             self.metrics.offsets_committed.inc(self._tracker.settle_claim(claim, accepted))
