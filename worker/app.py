@@ -39,7 +39,6 @@ from kafka.errors import (
     KafkaTimeoutError,
     RebalanceInProgressError,
 )
-from kafka.future import Future as KafkaFuture
 from kafka.structs import OffsetAndMetadata
 
 from worker import codec
@@ -232,15 +231,15 @@ def _in_partitions(partitions: set[Partition], request: Request) -> bool:
 
 # A re-balance event for the main loop: its kind, the partitions, and for a revocation the
 # commit the listener sent for them (None if it sent none).
-RebalanceEvent = tuple[str, set[TopicPartition], KafkaFuture | None]
+RebalanceEvent = tuple[str, set[TopicPartition], CommitClaim | None]
 
 
 class _RebalanceEvents(ConsumerRebalanceListener):
     """Runs on kafka-python's IO thread, so it must not block: it queues the events for the main
     loop and, for revoked partitions, sends their commit without waiting for it
-    (``commit_revoked``, which returns the commit's future or None)."""
+    (``commit_revoked``, which returns the commit's claim or None)."""
 
-    def __init__(self, commit_revoked: Callable[[set[TopicPartition]], KafkaFuture | None]
+    def __init__(self, commit_revoked: Callable[[set[TopicPartition]], CommitClaim | None]
                  ) -> None:
         self.events: queue.SimpleQueue[RebalanceEvent] = queue.SimpleQueue()
         self._commit_revoked = commit_revoked
@@ -295,7 +294,7 @@ class Worker:
         self._listener = _RebalanceEvents(self._commit_revoked_at_once)
         self._closing = False  # kafka-python's close revokes too: no commit from the listener then
         # The listener's commits of partitions revoked during the drain, for its last word.
-        self._drain_revoked_commits: list[KafkaFuture] = []
+        self._drain_revoked_commits: list[CommitClaim] = []
         self._paused = False
         self._last_tracked: dict[Partition, int] = {}
         # The partitions assigned now; the inference and publisher threads skip the records of
@@ -761,9 +760,9 @@ class Worker:
                 f"member of group {self.config.kafka.group_id!r} joined with the same id, and "
                 "the broker fenced this one; give each member its own id") from exc
 
-    def _commit_revoked_at_once(self, revoked: set[TopicPartition]) -> KafkaFuture | None:
+    def _commit_revoked_at_once(self, revoked: set[TopicPartition]) -> CommitClaim | None:
         """On kafka-python's IO thread, as partitions are revoked: send the commit of what is
-        done of them before the group's next join starts, and return its future (None if there
+        done of them before the group's next join starts, and return its claim (None if there
         was nothing to send). From the main loop, the commit came after kafka-python had begun
         that join within the same poll and was refused (it refuses commits until a join is
         over), and the new owner classified those records again. Not waited for: this thread
@@ -775,10 +774,17 @@ class Worker:
             return None
         # Claimed now: the partitions may be forgotten by the time the broker answers, or
         # given back within the same poll, and then committed further from the main loop.
+        # The claim, not the returned future, tells when it is answered: with the coordinator
+        # unknown, that future is the coordinator lookup's.
         claim = self._tracker.claim_commit(offsets)
-        return consumer.commit_async({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                                      for (t, p), o in offsets.items()},
-                                     callback=partial(self._revoked_commit_done, claim))
+        try:
+            consumer.commit_async({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                                   for (t, p), o in offsets.items()},
+                                  callback=partial(self._revoked_commit_done, claim))
+        except Exception:
+            self._tracker.settle_claim(claim, accepted=False)  # the main loop commits them
+            raise
+        return claim
 
     def _revoked_commit_done(self, claim: CommitClaim, offsets: dict[TopicPartition, Any],
                              response: Any) -> None:
@@ -792,6 +798,7 @@ class Worker:
                             "classify again what was done since their last commit", response)
             else:
                 self.metrics.commits.inc()
+                self.metrics.last_commit.set(time.time())
                 log.debug("committed revoked partitions: %s",
                           {f"{tp.topic}:{tp.partition}": m.offset for tp, m in offsets.items()})
         except Exception:  # noqa: BLE001 - a metric or log failure must not reach kafka-python
@@ -982,12 +989,12 @@ class Worker:
         # broker (the next generation's leader was the member gone, so nobody got partitions).
         while group_state(consumer) in ("joining", "rejoin") and time.monotonic() < deadline:
             self._drain_poll()
-        # The commits the listener sent for partitions revoked in these joins: their answers.
-        while (any(not sent.is_done for sent in self._drain_revoked_commits)
+        # The commits the listener sent for partitions revoked in these joins: their answers
+        # reach the claims through kafka-python's callbacks, which run within a poll.
+        while (any(not claim.settled for claim in self._drain_revoked_commits)
                and time.monotonic() < deadline):
-            time.sleep(0.01)
-        revoked_commit_failed = any(not sent.is_done or sent.failed()
-                                    for sent in self._drain_revoked_commits)
+            self._drain_poll()
+        revoked_commit_failed = not all(claim.accepted for claim in self._drain_revoked_commits)
         left = self._tracker.in_flight()
         uncommitted = self._tracker.committable()
         if left:
@@ -1012,6 +1019,7 @@ class Worker:
         try:
             polled = consumer.poll(timeout_ms=_DRAIN_POLL_MS)
         except KafkaError as exc:
+            self._stop_if_fenced(exc)
             log.warning("poll while draining failed: %s", exc)
             polled = {}
         for tp, records in polled.items():
@@ -1021,8 +1029,6 @@ class Worker:
 
     def _close(self) -> None:
         self._closing = True
-        if self._decoding is not None:
-            self._decoding.close()
         if self._consumer is not None:
             try:
                 # Bounded: the default waits up to request_timeout_ms for a broker that is away.
@@ -1036,5 +1042,9 @@ class Worker:
                 self._producer.close(timeout=_CLOSE_TIMEOUT_MS / 1000)
             except Exception as exc:
                 log.warning("producer close: %s", exc)
+        # After the consumer has left the group: a process still reading a chunk is waited for,
+        # and the group must not wait with it.
+        if self._decoding is not None:
+            self._decoding.close()
         if self._server is not None:
             self._server.stop()

@@ -152,6 +152,10 @@ def producer_settings(config: KafkaConfig, max_input_bytes: int = 0) -> dict[str
         bootstrap_timeout_ms=_BOOTSTRAP_TIMEOUT_MS,
     )
     _check_known("kafka.producer", config.producer, KafkaProducer.DEFAULT_CONFIG)
+    if str(config.producer.get("acks", "all")) == "0":
+        raise ConfigError("kafka.producer.acks: 0 asks the broker for no acknowledgement, and "
+                          "the worker commits an input's offset once its output is "
+                          "acknowledged; use 1 or all")
     settings.update(config.producer)
     return settings
 

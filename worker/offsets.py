@@ -34,6 +34,8 @@ class CommitClaim:
 
     parts: list[tuple[Partition, _PartitionState, int | None, int, int]] = field(
         default_factory=list)
+    settled: bool = False  # the broker answered (`settle_claim`)
+    accepted: bool = False
 
 
 class OffsetTracker:
@@ -135,6 +137,7 @@ class OffsetTracker:
         covered its records."""
         covered = 0
         with self._lock:
+            claim.settled, claim.accepted = True, accepted
             for p, state, before, claimed, count in claim.parts:
                 if accepted:
                     covered += count

@@ -240,6 +240,7 @@ def test_the_producer_takes_records_as_large_as_the_inputs_it_accepts():
      "kafka.producer.partitioner: takes a Python object, which a config file cannot give"),
     ("kafka.consumer.value_deserializer=json",
      "kafka.consumer.value_deserializer: takes a Python object"),
+    ("kafka.producer.acks=0", "kafka.producer.acks: 0 asks the broker for no acknowledgement"),
 ])
 def test_a_client_setting_of_the_wrong_kind_names_its_key(override, message):
     """Before, kafka-python's own error named no key ("'>=' not supported between ...")."""

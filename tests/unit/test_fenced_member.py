@@ -18,7 +18,7 @@ from worker.config import load_config
 from worker.errors import MemberFenced
 
 SETTINGS = ["kafka.group_id=g", "kafka.group_instance_id=w-1", "metrics.enabled=false",
-            "model.lanes=1"]
+            "model.lanes=1", "shutdown.drain_timeout_s=2"]
 
 
 class _Model:
@@ -32,7 +32,8 @@ class _Model:
 
 
 class _FencedConsumer:
-    """Joined, then fenced: every poll and commit raises kafka-python's fencing error."""
+    """Joined, then fenced: its polls and commits raise kafka-python's fencing error (with
+    *fenced_in* "drain", only the polls once the worker was asked to stop)."""
 
     def __init__(self, fenced_in: str) -> None:
         self.fenced_in = fenced_in
@@ -48,13 +49,17 @@ class _FencedConsumer:
         self.polls += 1
         if self.polls == 3:
             self.stop()
-        if self.fenced_in == "poll":
+        if self.fenced_in == "poll" or (self.fenced_in == "drain" and self.polls > 3):
             raise FencedInstanceIdError(("g", "w-1"))
         return {}
 
     def commit(self, offsets: Any = None, timeout_ms: int = 0) -> None:
         self.commits += 1
-        raise FencedInstanceIdError(("g", "w-1"))
+        if self.fenced_in != "drain":
+            raise FencedInstanceIdError(("g", "w-1"))
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        pass
 
     def assignment(self) -> set[TopicPartition]:
         return set()
@@ -66,12 +71,28 @@ class _FencedConsumer:
         self.closed = True
 
 
+class _Rejoining:
+    """kafka-python's coordinator as `worker.kafka.group_state` reads it: a join under way."""
+
+    def rebalance_in_progress(self) -> bool:
+        return True
+
+    def generation_if_stable(self) -> None:
+        return None
+
+    def need_rejoin(self) -> bool:
+        return True
+
+
 class _Producer:
+    def flush(self, timeout: float = 0) -> None:
+        pass
+
     def close(self, timeout: float = 0) -> None:
         pass
 
 
-@pytest.mark.parametrize("fenced_in", ["poll", "commit"])
+@pytest.mark.parametrize("fenced_in", ["poll", "commit", "drain"])
 def test_a_fenced_member_stops_with_exit_code_1_and_says_why(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fenced_in: str) -> None:
     consumer = _FencedConsumer(fenced_in)
@@ -81,9 +102,12 @@ def test_a_fenced_member_stops_with_exit_code_1_and_says_why(
     consumer.stop = worker.stop
     if fenced_in == "commit":  # something done to commit
         worker._tracker.skip_to(("in", 0), 5)  # noqa: SLF001
+    if fenced_in == "drain":  # fenced in the join under way as the drain begins
+        consumer._coordinator = _Rejoining()  # noqa: SLF001
     with caplog.at_level(logging.ERROR, logger="worker.app"):
         assert worker.run() == 1
-    assert consumer.polls == 1 and consumer.closed
+    assert consumer.polls == {"poll": 1, "commit": 1, "drain": 4}[fenced_in]
+    assert consumer.closed
     assert consumer.commits == (1 if fenced_in == "commit" else 0)
     assert "kafka.group_instance_id 'w-1'" in caplog.text
     assert "give each member its own id" in caplog.text
