@@ -714,8 +714,8 @@ class Worker:
         now = time.monotonic()
         if not force and now - self._last_commit_at < self.config.kafka.commit_interval_ms / 1e3:
             return
-        self._last_commit_at = now
         if only is None:  # a commit on revoke runs before this step's records are tracked
+            self._last_commit_at = now  # and leaves the other partitions' timer as it was
             self._skip_unreturned_offsets()
         offsets = self._tracker.committable()
         if only is not None:
