@@ -47,6 +47,7 @@ from benchmarks.common import (  # noqa: E402
 from benchmarks.throughput import (  # noqa: E402
     _COPY_VALUE,
     COPY_HEADERS,
+    client_config,
     copy_loop,
     poll_backlog,
     session,
@@ -83,19 +84,12 @@ def reading_costs() -> dict[str, Any]:
 # -- the Kafka path ---------------------------------------------------------------------------
 
 
-def _config(bootstrap: str, prefix: str) -> Any:
-    from worker.config import KafkaConfig
-
-    return KafkaConfig(bootstrap_servers=[bootstrap], group_id=f"{prefix}-{uuid.uuid4().hex[:8]}",
-                       consumer={"session_timeout_ms": 6000})  # see common.consumer_settings
-
-
 def _send_in_child(bootstrap: str, topic: str, conn: Connection, expected: int) -> None:
     """The child of `split_copy_loop`: send what the pipe brings, then report the acknowledged
     count and the time of the last acknowledgement."""
     from worker.kafka import make_producer, producer_settings
 
-    producer = make_producer(producer_settings(_config(bootstrap, "split")))
+    producer = make_producer(producer_settings(client_config(bootstrap, "split")))
     acked, last = 0, 0.0
 
     def ack(_metadata: object) -> None:
@@ -123,7 +117,7 @@ def split_copy_loop(bootstrap: str, backlog: Sequence[tuple[bytes, bytes]],
 
     topics = new_topics(bootstrap)
     produce_all(bootstrap, topics["input"], backlog)
-    consumer = make_consumer(consumer_settings(_config(bootstrap, "split")))
+    consumer = make_consumer(consumer_settings(client_config(bootstrap, "split")))
     consumer.subscribe([topics["input"]])
     parent, child = multiprocessing.Pipe()
     sender = multiprocessing.get_context("fork").Process(

@@ -322,6 +322,15 @@ _COPY_VALUE = (b'{"id": "b0-000000", "label": "ham", "score": 0.999123, '
 COPY_HEADERS = [("streamclf-label", b"ham"), ("streamclf-model", b"noop@0")]
 
 
+def client_config(bootstrap: str, group_prefix: str) -> Any:
+    """The worker's Kafka settings for a copy loop: a new group, the tests' session timeout."""
+    from worker.config import KafkaConfig
+
+    return KafkaConfig(bootstrap_servers=[bootstrap],
+                       group_id=f"{group_prefix}-{uuid.uuid4().hex[:8]}",
+                       consumer={"session_timeout_ms": 6000})  # see common.consumer_settings
+
+
 def poll_backlog(consumer: Any, expected: int, timeout_s: float,
                  handle: Callable[[list[Any]], None]) -> float:
     """Poll until *expected* records went to *handle* (a partition's records of one poll at a
@@ -348,13 +357,11 @@ def copy_loop(bootstrap: str, backlog: Sequence[tuple[bytes, bytes]],
     nothing else (no decoding, no result building, no offset bookkeeping, no metrics). One
     thread plus the producer's own; timed from the first record polled to the last
     acknowledgement."""
-    from worker.config import KafkaConfig
     from worker.kafka import consumer_settings, make_consumer, make_producer, producer_settings
 
     topics = new_topics(bootstrap)
     produce_all(bootstrap, topics["input"], backlog)
-    config = KafkaConfig(bootstrap_servers=[bootstrap], group_id=f"copy-{uuid.uuid4().hex[:8]}",
-                         consumer={"session_timeout_ms": 6000})  # see common.consumer_settings
+    config = client_config(bootstrap, "copy")
     consumer = make_consumer(consumer_settings(config))
     prod = make_producer(producer_settings(config))
     consumer.subscribe([topics["input"]])

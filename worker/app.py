@@ -225,6 +225,10 @@ def _finite(prediction: Prediction) -> bool:
     return total - total == 0.0
 
 
+def _kafka_offsets(offsets: dict[Partition, int]) -> dict[TopicPartition, OffsetAndMetadata]:
+    return {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
+
+
 def _in_partitions(partitions: set[Partition], request: Request) -> bool:
     return (request.record.topic, request.record.partition) in partitions
 
@@ -727,8 +731,7 @@ class Worker:
         consumer = self._consumer
         assert consumer is not None
         try:
-            consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                             for (t, p), o in offsets.items()}, timeout_ms=timeout_ms)
+            consumer.commit(_kafka_offsets(offsets), timeout_ms=timeout_ms)
         except KafkaError as exc:
             self._stop_if_fenced(exc)
             self.metrics.commit_failures.inc()
@@ -778,8 +781,7 @@ class Worker:
         # unknown, that future is the coordinator lookup's.
         claim = self._tracker.claim_commit(offsets)
         try:
-            consumer.commit_async({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                                   for (t, p), o in offsets.items()},
+            consumer.commit_async(_kafka_offsets(offsets),
                                   callback=partial(self._revoked_commit_done, claim))
         except Exception:
             self._tracker.settle_claim(claim, accepted=False)  # the main loop commits them
