@@ -1,8 +1,8 @@
 """The classifier: embedding → (Bi)LSTM → masked pooling → linear head, plus optionally a
 per-token logit table summed over the distinct tokens of the text (``bag_logits``).
 
-The LSTM never reads padding into a text's states (packed sequences in training; groups of
-similar length at inference on the CPU, `_grouped_lstm_states`), and pooling leaves padded
+The LSTM never reads padding into a text's states (groups of similar length on the CPU,
+`_grouped_lstm_states`; packed sequences on the GPU), and pooling leaves padded
 positions out: a text's logits do not depend on how long the other texts in its batch are.
 Inference on the CPU runs as one TorchScript function of the weights (`_cpu_inference`),
 which does not take the GIL back at every op; training, the GPU and int8 copies run the
@@ -118,7 +118,8 @@ class LSTMClassifier(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """ids (B, T) long, lengths (B,) long with 1 ≤ length ≤ T → logits (B, L)."""
-        if not torch.is_grad_enabled() and self._padded_lstm_applies(ids.device):
+        if (not self.training and not torch.is_grad_enabled()
+                and self._padded_lstm_applies(ids.device)):
             return _CPU_INFERENCE(ids, lengths, self._inference_weights())  # one compiled call
         B, T = ids.shape
         lengths = lengths.clamp(min=1, max=T)
@@ -127,10 +128,7 @@ class LSTMClassifier(nn.Module):
         if self._padded_lstm_applies(ids.device):
             out = self._padded_lstm(emb, lengths, mask)
         else:
-            packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True,
-                                          enforce_sorted=False)
-            out, _ = self.lstm(packed)
-            out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, D*H)
+            out = self._packed_lstm(emb, lengths)
         scores = self.attention(out).squeeze(-1) if self.attention is not None else None
         features = _pooled_features(out, emb, lengths, mask, scores, self.config.pooling,
                                     self.config.pool_embeddings, self.config.hidden_dim,
@@ -166,10 +164,19 @@ class LSTMClassifier(nn.Module):
         return [w for ws in self.lstm.all_weights for w in ws]
 
     def _padded_lstm_applies(self, device: torch.device) -> bool:
-        """Inference on the CPU with a plain float LSTM. Training keeps the packed path it was
-        tuned with; an int8 copy has its own LSTM module; cuDNN runs packed sequences well."""
-        return (not self.training and device.type == "cpu" and type(self.lstm) is nn.LSTM
-                and self.lstm.proj_size == 0)
+        """The CPU with a plain float LSTM, in inference and in training (backward through
+        oneDNN's padded kernel is ~15× faster than through packed sequences of 512 tokens).
+        Not: dropout between stacked layers in training, which only nn.LSTM applies; an int8
+        copy, which has its own LSTM module; cuDNN, which runs packed sequences well."""
+        lstm = self.lstm
+        return (device.type == "cpu" and type(lstm) is nn.LSTM and lstm.proj_size == 0
+                and not (self.training and lstm.num_layers > 1 and lstm.dropout > 0))
+
+    def _packed_lstm(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The LSTM's states (B, T, D*H) over packed sequences, zeros on padding."""
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        return pad_packed_sequence(out, batch_first=True, total_length=x.size(1))[0]
 
     def _padded_lstm(self, x: torch.Tensor, lengths: torch.Tensor,
                      mask: torch.Tensor) -> torch.Tensor:

@@ -444,33 +444,51 @@ def test_bag_dropout_acts_in_training_only() -> None:
 
 @pytest.mark.parametrize(("bidirectional", "num_layers", "pooling"),
                          [(True, 1, "all"), (True, 2, "max_mean"), (False, 2, "all")])
-def test_inference_runs_the_lstm_unpacked_with_the_packed_result(
+def test_the_lstm_runs_unpacked_on_the_cpu_with_the_packed_result(
     bidirectional: bool, num_layers: int, pooling: str
 ) -> None:
-    """On the CPU, inference runs the LSTM on length groups of the padded batch (faster than
-    packed sequences there); training keeps packed sequences. Both must give the same logits,
-    for texts of equal length (one fused call: 96 × 3, and 150, the batch's longest), similar
-    lengths (padded, the backward direction reading each text reversed within its length) and
-    far-apart lengths (separate groups)."""
+    """On the CPU, training and inference run the LSTM on length groups of the padded batch
+    (much faster than packed sequences there). It must give the packed states, and in training
+    their gradients, for texts of equal length (one fused call: 96 × 3, and 150, the batch's
+    longest), similar lengths (padded, the backward direction reading each text reversed
+    within its length) and far-apart lengths (separate groups)."""
     torch.manual_seed(3)
     cfg = LSTMConfig(vocab_size=50, num_labels=3, embed_dim=8, hidden_dim=6,
                      num_layers=num_layers, bidirectional=bidirectional, dropout=0.0,
                      pooling=pooling, bag_logits=True, bag_bigrams=64, bag_dropout=0.0)
-    model = LSTMClassifier(cfg)
+    model = LSTMClassifier(cfg).train()
     lengths = [96, 96, 96, 40, 37, 33, 12, 11, 3, 1, 150]
     seqs = [torch.randint(2, 50, (n,)).tolist() for n in lengths]
     ids, lens = pad_batch(seqs)
-    with torch.no_grad():
-        packed = model.train()(ids, lens)
-        unpacked = model.eval()(ids, lens)
+    mask = torch.arange(ids.shape[1])[None, :] < lens[:, None]
+    grads = []
+    for states in (model._packed_lstm, lambda x, n: model._padded_lstm(x, n, mask)):  # noqa: SLF001
+        model.zero_grad()
+        out = states(model.embedding(ids), lens)
+        (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+        grads.append((out.detach(), [p.grad.clone() for p in model.lstm.parameters()]))
+    (packed, packed_grads), (unpacked, unpacked_grads) = grads
     assert torch.allclose(packed, unpacked, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-4)
+               for a, b in zip(packed_grads, unpacked_grads, strict=True))
+    assert model._padded_lstm_applies(ids.device)  # noqa: SLF001  training takes this path
+    with torch.no_grad():  # and inference, compiled, gives the same logits
+        trained_path = model(ids, lens)
+        compiled = model.eval()(ids, lens)
+    assert torch.allclose(trained_path, compiled, atol=1e-5)
     # The backward direction matters (the test can fail): reading the padding first differs.
     if bidirectional:
         with torch.no_grad():
             naive, _ = model.lstm(model.embedding(ids))
-            grouped = model._padded_lstm(model.embedding(ids), lens,  # noqa: SLF001
-                                         torch.arange(ids.shape[1])[None, :] < lens[:, None])
-        assert not torch.allclose(naive[4, :37], grouped[4, :37], atol=1e-4)
+        assert not torch.allclose(naive[4, :37], unpacked[4, :37], atol=1e-4)
+
+
+def test_stacked_layers_with_dropout_train_on_packed_sequences() -> None:
+    """Dropout between stacked layers is nn.LSTM's own: training with it keeps that module."""
+    model = LSTMClassifier(LSTMConfig(vocab_size=50, embed_dim=8, hidden_dim=6, num_layers=2,
+                                      dropout=0.3)).train()
+    assert not model._padded_lstm_applies(torch.device("cpu"))  # noqa: SLF001
+    assert model.eval()._padded_lstm_applies(torch.device("cpu"))  # noqa: SLF001
 
 
 def _lstm_module_without_torchscript(monkeypatch: pytest.MonkeyPatch) -> Any:
