@@ -111,6 +111,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "(default 0)",
     )
     t.add_argument(
+        "--token-dropout",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of a training text's tokens shown to the model as unknown in each step "
+        "(default 0)",
+    )
+    t.add_argument(
         "--redress",
         type=float,
         default=0.0,
@@ -207,6 +215,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _error("--bag-bigrams must be 0 (none) or a positive number of buckets")
     if not 0 <= args.bag_dropout < 1:
         return _error("--bag-dropout must be within [0, 1)")
+    if not 0 <= args.token_dropout < 1:
+        return _error("--token-dropout must be within [0, 1)")
     if not 0 <= args.redress <= 1:
         return _error("--redress must be within [0, 1]")
     out = Path(args.out)
@@ -251,6 +261,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         bag_logits=not args.no_bag_logits,
         bag_bigrams=args.bag_bigrams,
         bag_dropout=args.bag_dropout,
+        token_dropout=args.token_dropout,
         redress=args.redress,
         balance=args.balance,
         dropout=args.dropout,

@@ -123,10 +123,7 @@ def _metrics(
         # cut for *positive* (flipped by the caller).
         own = [r.threshold for r in rows]
         cuts = [threshold if c is None else (1.0 - c if flip else c) for c in own]
-        # Reported: the one cut this group's rows were judged at (SMS: the text cut), else the
-        # shared one, next to the per-kind `thresholds`.
-        shown = cuts[0] if cuts and len(set(cuts)) == 1 else threshold
-        return binary_metrics(truth, scores, shown, cuts)
+        return binary_metrics(truth, scores, threshold, cuts)
     # More labels: the positive label's figures are those of the model's own decisions (the
     # most probable label), next to accuracy and per-label figures over all labels.
     decided = [1.0 if r.predicted == positive else 0.0 for r in rows]

@@ -54,8 +54,9 @@ def binary_metrics(
 ) -> dict[str, Any]:
     """Accuracy, precision, recall, F1, ROC-AUC, ham_loss, spam_miss and counts at *threshold*.
 
-    *cuts*, when given, is each example's own threshold (per-kind thresholds); *threshold* is then
-    only reported.
+    *cuts*, when given, is each example's own threshold (per-kind thresholds). The threshold
+    reported is the one cut all examples were judged at (a group of SMS: the text cut), else
+    *threshold*.
     """
     tp = fp = tn = fn = 0
     per_row = cuts if cuts is not None else [threshold] * len(p)
@@ -86,7 +87,7 @@ def binary_metrics(
         "fp": fp,
         "tn": tn,
         "fn": fn,
-        "threshold": threshold,
+        "threshold": per_row[0] if per_row and len(set(per_row)) == 1 else threshold,
     }
 
 

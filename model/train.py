@@ -75,6 +75,9 @@ class TrainOptions:
     bag_logits: bool = True
     bag_bigrams: int = 0  # hash buckets of the token-pair logit table; 0 = none
     bag_dropout: float = 0.0  # share of a text's tokens left out of the tables' sum per step
+    # Share of a training text's tokens shown as <unk> in each step ("word dropout"): the model
+    # cannot lean on any one word, as it must on texts whose telling words it has not seen.
+    token_dropout: float = 0.0
     redress: float = 0.0  # share of training messages shown in another wrapper (model.augment)
     # Loss weights: "label" = every label weighs the same in total; "corpus" = every (corpus,
     # label) group does (corpus = the part of `source` before "/"), so a small corpus's spam
@@ -415,6 +418,9 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
             running, seen = 0.0, 0
             for b, idx in enumerate(batches, 1):
                 ids, lens = pad_batch([train_ids[i] for i in idx], PAD_ID)  # (B, T), (B,)
+                if opts.token_dropout:
+                    hide = (torch.rand(ids.shape) < opts.token_dropout) & (ids != PAD_ID)
+                    ids = ids.masked_fill(hide, UNK_ID)
                 target = torch.tensor([y_train[i] for i in idx])
                 if example_weights is None:
                     loss = loss_fn(model(ids, lens), target)

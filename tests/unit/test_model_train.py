@@ -237,6 +237,17 @@ def test_predict_splits_an_mbox_on_stdin(
     assert [json.loads(x)["id"] for x in capsys.readouterr().out.splitlines()] == ["stdin"]
 
 
+def test_token_dropout_is_seeded_recorded_and_changes_training(tmp_path: Path) -> None:
+    data = _write_data(tmp_path / "topics.jsonl")
+    a = train(_options(data, tmp_path / "a", epochs=2, token_dropout=0.3))
+    b = train(_options(data, tmp_path / "b", epochs=2, token_dropout=0.3))
+    plain = train(_options(data, tmp_path / "plain", epochs=2))
+    assert a["training"]["history"] == b["training"]["history"]
+    first_loss = [run["training"]["history"][0]["train_loss"] for run in (a, plain)]
+    assert first_loss[0] != first_loss[1]
+    assert a["training"]["options"]["token_dropout"] == 0.3
+
+
 def test_cli_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = str(tmp_path / "missing.jsonl")
     assert cli_main(["train", "--data", missing, "--out", str(tmp_path / "o")]) == 2
@@ -245,10 +256,12 @@ def test_cli_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert cli_main(["predict", "--model", "bundled", missing]) == 2
     assert "not found" in capsys.readouterr().err
     data = str(_write_data(tmp_path / "topics.jsonl"))
-    for bad in (["--bag-bigrams", "-1"], ["--bag-dropout", "1"], ["--redress", "1.5"]):
+    for bad in (["--bag-bigrams", "-1"], ["--bag-dropout", "1"], ["--redress", "1.5"],
+                ["--token-dropout", "1"]):
         assert cli_main(["train", "--data", data, "--out", str(tmp_path / "o"), *bad]) == 2
     err = capsys.readouterr().err
     assert "--bag-dropout must be within" in err and "--redress must be within" in err
+    assert "--token-dropout must be within" in err
     with pytest.raises(SystemExit) as exc:
         cli_main(["train", "--out", "x"])  # --data is required
     assert exc.value.code == 2
@@ -295,6 +308,10 @@ def test_choose_thresholds_per_kind_and_binary_metrics_cuts() -> None:
     m = binary_metrics(y, p, 0.5, [t[k] for k in kinds])
     assert (m["tp"], m["fp"], m["fn"]) == (2, 0, 0)
     assert binary_metrics(y, p, 0.5)["tp"] == 1  # one shared cut misses the text spam
+    # The threshold reported is the cut the examples were judged at, when they share one.
+    assert m["threshold"] == 0.5
+    texts = binary_metrics(y[2:], p[2:], 0.5, [t["text"]] * 2)
+    assert texts["threshold"] == t["text"] and texts["tp"] == 1
 
 
 def _spam_ham_promo(path: Path, per_label: int = 30, seed: int = 5) -> Path:
