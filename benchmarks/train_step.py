@@ -20,16 +20,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.lstm import LSTMClassifier, LSTMConfig  # noqa: E402
+from model.predictor import pad_batch  # noqa: E402
 
 BANDS = ((480, 512), (100, 140), (20, 30))
 
 
 def _batch(rng: random.Random, low: int, high: int, size: int = 32) -> tuple[torch.Tensor, ...]:
-    lengths = sorted(rng.randint(low, high) for _ in range(size))
-    ids = torch.zeros(size, max(lengths), dtype=torch.long)
-    for row, n in enumerate(lengths):
-        ids[row, :n] = torch.randint(2, 20_000, (n,))
-    return ids, torch.tensor(lengths)
+    return pad_batch([[rng.randrange(2, 20_000) for _ in range(rng.randint(low, high))]
+                      for _ in range(size)])
 
 
 def main(argv: list[str] | None = None) -> int:
