@@ -3,6 +3,10 @@
 Vocabulary from the train split only; class-weighted loss; length-bucketed batches; early stopping
 on validation loss; temperature calibration and a decision threshold chosen on validation for a
 target ham-loss; seeded and reproducible for a given thread count.
+
+`train` reads top to bottom: `_prepare` (files → checked, tokenized examples and the vocabulary),
+`_fit` (the epochs, `_Steps` doing the optimisation), `_calibrate` (temperature and thresholds on
+validation), `_artifact_config` (what the artifact records).
 """
 
 from __future__ import annotations
@@ -304,6 +308,43 @@ def _selection_score(val: dict[str, Any], select: str) -> float:
     return 1.0 - sum(aucs) / len(aucs) + 1e-4 * float(val["loss"])
 
 
+@dataclass
+class _Data:
+    """The examples a training run learns from and is judged on, as token ids."""
+
+    labels: list[str]
+    positive: str | None  # the label thresholds are chosen for; None: the most probable label
+    vocab: Vocab
+    train_ex: list[Example]
+    train_ids: list[list[int]]
+    y_train: list[int]
+    val_ids: list[list[int]]
+    y_val: list[int]
+    val_groups: list[str]  # corpus of each validation example
+    record: list[dict[str, Any]]  # data files: names, hashes, counts
+    counts: dict[str, dict[str | None, int]]  # label counts of the train and val splits
+
+
+@dataclass
+class _Fit:
+    """What the epochs earned: the best weights (the EMA's) and how they were found."""
+
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int
+    history: list[dict[str, Any]]
+    interrupted: bool
+
+
+@dataclass
+class _Decision:
+    """How scores become labels, chosen on validation, and the validation metrics under it."""
+
+    temperature: float
+    threshold: float | None  # one cut for all texts (None: no positive label)
+    thresholds: dict[str, float] | None  # a cut per kind of text, when chosen per kind
+    metrics: dict[str, Any]
+
+
 def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train, calibrate, choose the threshold and write the artifact; returns its config."""
     if opts.balance not in BALANCES:
@@ -313,8 +354,91 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
     say = log or progress.line
     torch.set_num_threads(max(1, opts.threads))  # deliberate: oversubscription is very costly
     torch.manual_seed(opts.seed)
-    rng = random.Random(opts.seed)
 
+    data = _prepare(opts, say)
+    config = LSTMConfig(
+        vocab_size=len(data.vocab),
+        num_labels=len(data.labels),
+        embed_dim=opts.embed_dim,
+        hidden_dim=opts.hidden_dim,
+        bidirectional=opts.bidirectional,
+        dropout=opts.dropout,
+        pooling=opts.pooling,
+        pool_embeddings=opts.pool_embeddings,
+        bag_logits=opts.bag_logits,
+        bag_bigrams=opts.bag_bigrams,
+        bag_dropout=opts.bag_dropout,
+        pad_id=PAD_ID,
+    )
+    model = LSTMClassifier(config)
+    if opts.bag_bigrams:
+        kept = model.learn_bigrams(data.train_ids, min_texts=2)
+        say(f"token pairs: {kept} of {opts.bag_bigrams} buckets seen in ≥ 2 train texts")
+    fit = _fit(model, data, opts, progress, say, started)
+    # Calibrate on the weights as they will be stored (float16), not the float32 originals.
+    model.load_state_dict(
+        {k: v.half().float() if v.is_floating_point() else v for k, v in fit.best_state.items()}
+    )
+    decision = _calibrate(model, data, opts)
+    val_metrics = decision.metrics
+    say(
+        f"best epoch {fit.best_epoch}; temperature {decision.temperature:.3f}; "
+        f"threshold {decision.threshold}; per kind {decision.thresholds}; "
+        + (
+            f"val f1 {val_metrics['f1']:.4f} "
+            f"{error_rate_names(data.positive)[0]} {val_metrics['ham_loss']:.4f}"
+            if data.positive
+            else f"val acc {val_metrics['accuracy']:.4f}"
+        )
+    )
+    elapsed = time.monotonic() - started
+    meta = _artifact_config(opts, data, fit, decision, elapsed)
+    save_artifact(opts.out, meta, config, data.vocab, model.state_dict())
+    say(f"wrote {opts.out} in {elapsed:.0f}s")
+    return meta
+
+
+def _artifact_config(
+    opts: TrainOptions, data: _Data, fit: _Fit, decision: _Decision, elapsed: float
+) -> dict[str, Any]:
+    """The artifact's `config.json`: what the predictor needs, and how the model was made."""
+    return {
+        "name": opts.name,
+        "version": opts.version,
+        "labels": data.labels,
+        "positive_label": data.positive,
+        "threshold": decision.threshold,
+        "thresholds": decision.thresholds,
+        "temperature": decision.temperature,
+        "max_tokens": opts.max_tokens,
+        "head_fraction": opts.head_fraction,
+        # How texts were made: a model only fits texts made the same way.
+        "text": {
+            "tokenizer_version": TOKENIZER_VERSION,
+            "email_sender_line": email.SENDER_LINE,
+            "email_subject_line_always": email.SUBJECT_LINE_ALWAYS,
+        },
+        "code_version": code_version(),
+        "metrics": {"val": decision.metrics},
+        "training": {
+            "data": data.record,
+            "counts": data.counts,
+            "best_epoch": fit.best_epoch,
+            "interrupted": fit.interrupted,
+            "history": fit.history,
+            "seconds": round(elapsed, 1),
+            "threads": opts.threads,
+            "options": {
+                k: v for k, v in asdict(opts).items() if k not in ("data", "out", "progress")
+            },
+            "vocab_sha256": hashlib.sha256(data.vocab.to_json().encode("utf-8")).hexdigest(),
+        },
+    }
+
+
+def _prepare(opts: TrainOptions, say: Callable[[str], None]) -> _Data:
+    """Read the data, check its labels and splits, tokenize, and build the vocabulary from the
+    train split. Raises ValueError with what to change when the data cannot train a model."""
     unreadable: list[str] = []
     splits, data_record = load_splits(opts.data, unreadable)
     clashes = _case_clashes(Counter(ex.label for exs in splits.values() for ex in exs))
@@ -331,16 +455,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
     if not val_ex:
         raise ValueError("no validation examples: give rows the split 'val', or leave the split "
                          "out (then 1 in 10 examples by id goes to val, 1 in 10 to test)")
-    if opts.require_positive and len(labels) != 2:  # given, it must not be ignored
-        raise ValueError(f"--positive-label needs two-label data; {labels}: the model gives "
-                         "the most probable label")
-    positive = opts.positive_label if opts.positive_label in labels and len(labels) == 2 else None
-    if opts.positive_label and positive is None and len(labels) == 2:
-        if opts.require_positive:
-            raise ValueError(f"--positive-label {opts.positive_label!r} is not one of the "
-                             f"labels {labels}")
-        say(f"note: no label {opts.positive_label!r} among {labels}: the model decides by the "
-            "larger probability (--positive-label names the label a threshold is chosen for)")
+    positive = _positive_label(opts, labels, say)
     in_val = Counter(ex.label for ex in val_ex)
     if positive is not None and not in_val[positive]:
         raise ValueError(f"the validation split has no {positive!r} examples, so no threshold "
@@ -364,103 +479,128 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
     train_tok, val_tok = toks(train_ex), toks(val_ex)
     say(f"tokenized in {time.monotonic() - t0:.1f}s")
     vocab = Vocab.build(train_tok, max_size=opts.vocab_size, min_freq=opts.min_freq)
-    train_ids = [vocab.encode(t) for t in train_tok]
-    val_ids = [vocab.encode(t) for t in val_tok]
-    y_train = [labels.index(ex.label) for ex in train_ex if ex.label is not None]
-    y_val = [labels.index(ex.label) for ex in val_ex if ex.label is not None]
-    val_groups = [corpus_of(ex.source) for ex in val_ex]
-
-    config = LSTMConfig(
-        vocab_size=len(vocab),
-        num_labels=len(labels),
-        embed_dim=opts.embed_dim,
-        hidden_dim=opts.hidden_dim,
-        bidirectional=opts.bidirectional,
-        dropout=opts.dropout,
-        pooling=opts.pooling,
-        pool_embeddings=opts.pool_embeddings,
-        bag_logits=opts.bag_logits,
-        bag_bigrams=opts.bag_bigrams,
-        bag_dropout=opts.bag_dropout,
-        pad_id=PAD_ID,
-    )
-    model = LSTMClassifier(config)
-    if opts.bag_bigrams:
-        kept = model.learn_bigrams(train_ids, min_texts=2)
-        say(f"token pairs: {kept} of {opts.bag_bigrams} buckets seen in ≥ 2 train texts")
-    # Balanced class weights: every label contributes equally to the loss.
-    counts = Counter(y_train)
-    weights = torch.tensor([len(y_train) / (len(labels) * counts[k]) for k in range(len(labels))])
-    loss_fn = nn.CrossEntropyLoss(weight=weights)
-    example_weights = _group_weights(train_ex, y_train) if opts.balance == "corpus" else None
-    optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
-    steps_per_epoch = math.ceil(len(train_ids) / opts.batch_size)
-    total_steps = steps_per_epoch * opts.epochs
-    # Linear decay to 10 %: large early steps, settled weights by the last epoch.
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda step: max(0.1, 1.0 - 0.9 * step / max(1, total_steps))
+    return _Data(
+        labels=labels,
+        positive=positive,
+        vocab=vocab,
+        train_ex=train_ex,
+        train_ids=[vocab.encode(t) for t in train_tok],
+        y_train=[labels.index(ex.label) for ex in train_ex if ex.label is not None],
+        val_ids=[vocab.encode(t) for t in val_tok],
+        y_val=[labels.index(ex.label) for ex in val_ex if ex.label is not None],
+        val_groups=[corpus_of(ex.source) for ex in val_ex],
+        record=data_record,
+        counts={s: dict(Counter(ex.label for ex in splits[s])) for s in ("train", "val")},
     )
 
-    ema = copy.deepcopy(model).eval() if opts.ema_decay > 0 else model
-    ema_params: list[torch.Tensor] = list(ema.parameters())
-    live_params: list[torch.Tensor] = list(model.parameters())
-    step = 0
+
+def _positive_label(
+    opts: TrainOptions, labels: list[str], say: Callable[[str], None]
+) -> str | None:
+    """The label a threshold is chosen for, or None: a multi-label model, or two labels without
+    `opts.positive_label` (then the larger probability decides)."""
+    if opts.require_positive and len(labels) != 2:  # given, it must not be ignored
+        raise ValueError(f"--positive-label needs two-label data; {labels}: the model gives "
+                         "the most probable label")
+    positive = opts.positive_label if opts.positive_label in labels and len(labels) == 2 else None
+    if opts.positive_label and positive is None and len(labels) == 2:
+        if opts.require_positive:
+            raise ValueError(f"--positive-label {opts.positive_label!r} is not one of the "
+                             f"labels {labels}")
+        say(f"note: no label {opts.positive_label!r} among {labels}: the model decides by the "
+            "larger probability (--positive-label names the label a threshold is chosen for)")
+    return positive
+
+
+class _Steps:
+    """The optimisation: class-weighted loss, AdamW with a linearly decaying rate, gradient
+    clipping, and an exponential moving average of the weights (`ema`, judged and saved)."""
+
+    def __init__(self, model: LSTMClassifier, data: _Data, opts: TrainOptions) -> None:
+        self.model, self.data, self.opts = model, data, opts
+        # Balanced class weights: every label contributes equally to the loss.
+        counts = Counter(data.y_train)
+        n, k = len(data.y_train), len(data.labels)
+        self.loss_fn = nn.CrossEntropyLoss(
+            weight=torch.tensor([n / (k * counts[i]) for i in range(k)])
+        )
+        self.example_weights = (
+            _group_weights(data.train_ex, data.y_train) if opts.balance == "corpus" else None
+        )
+        self.optim = torch.optim.AdamW(model.parameters(), lr=opts.lr,
+                                       weight_decay=opts.weight_decay)
+        total_steps = math.ceil(len(data.train_ids) / opts.batch_size) * opts.epochs
+        # Linear decay to 10 %: large early steps, settled weights by the last epoch.
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.optim, lambda step: max(0.1, 1.0 - 0.9 * step / max(1, total_steps))
+        )
+        self.ema = copy.deepcopy(model).eval() if opts.ema_decay > 0 else model
+        self._ema_params: list[torch.Tensor] = list(self.ema.parameters())
+        self._live_params: list[torch.Tensor] = list(model.parameters())
+        self._lengths = [len(s) for s in data.train_ids]
+        self.step = 0
+
+    def epoch(self, epoch: int, rng: random.Random, progress: Progress) -> float:
+        """One pass over the training examples in length-grouped batches; the mean loss."""
+        model, data, opts = self.model, self.data, self.opts
+        model.train()
+        batches = _batches(self._lengths, opts.batch_size, rng)
+        running, seen = 0.0, 0
+        for b, idx in enumerate(batches, 1):
+            ids, lens = pad_batch([data.train_ids[i] for i in idx], PAD_ID)  # (B, T), (B,)
+            if opts.token_dropout:
+                hide = (torch.rand(ids.shape) < opts.token_dropout) & (ids != PAD_ID)
+                ids = ids.masked_fill(hide, UNK_ID)
+            target = torch.tensor([data.y_train[i] for i in idx])
+            if self.example_weights is None:
+                loss = self.loss_fn(model(ids, lens), target)
+            else:  # the same weighted mean as loss_fn, with a weight per example
+                w = self.example_weights[idx]
+                ce = nn.functional.cross_entropy(model(ids, lens), target, reduction="none")
+                loss = (ce * w).sum() / w.sum()
+            self.optim.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            self.optim.step()
+            self.sched.step()
+            self.step += 1
+            if self.ema is not model:
+                # Warm-up: early averages would otherwise be dominated by the random init.
+                decay = min(opts.ema_decay, (1 + self.step) / (10 + self.step))
+                with torch.no_grad():
+                    torch._foreach_lerp_(self._ema_params, self._live_params, 1.0 - decay)
+            running += loss.item() * len(idx)
+            seen += len(idx)
+            progress.step(epoch, opts.epochs, b, len(batches), running / seen)
+        return running / seen
+
+
+def _fit(
+    model: LSTMClassifier,
+    data: _Data,
+    opts: TrainOptions,
+    progress: Progress,
+    say: Callable[[str], None],
+    started: float,
+) -> _Fit:
+    """The epochs: train, judge the weights' moving average on validation after each, keep the
+    best, and stop early, at the time budget or on Ctrl-C (keeping the best finished epoch)."""
+    rng = random.Random(opts.seed)
+    steps = _Steps(model, data, opts)
     best_score, best_state, best_epoch, stale = math.inf, None, 0, 0
-    history = []
+    history: list[dict[str, Any]] = []
     epoch_times: list[float] = []
-    lengths = [len(s) for s in train_ids]
     interrupted = False
     try:
         for epoch in range(1, opts.epochs + 1):
             epoch_start = time.monotonic()
-            model.train()
-            batches = _batches(lengths, opts.batch_size, rng)
-            running, seen = 0.0, 0
-            for b, idx in enumerate(batches, 1):
-                ids, lens = pad_batch([train_ids[i] for i in idx], PAD_ID)  # (B, T), (B,)
-                if opts.token_dropout:
-                    hide = (torch.rand(ids.shape) < opts.token_dropout) & (ids != PAD_ID)
-                    ids = ids.masked_fill(hide, UNK_ID)
-                target = torch.tensor([y_train[i] for i in idx])
-                if example_weights is None:
-                    loss = loss_fn(model(ids, lens), target)
-                else:  # the same weighted mean as loss_fn, with a weight per example
-                    w = example_weights[idx]
-                    ce = nn.functional.cross_entropy(model(ids, lens), target, reduction="none")
-                    loss = (ce * w).sum() / w.sum()
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optim.step()
-                sched.step()
-                step += 1
-                if ema is not model:
-                    # Warm-up: early averages would otherwise be dominated by the random init.
-                    decay = min(opts.ema_decay, (1 + step) / (10 + step))
-                    with torch.no_grad():
-                        torch._foreach_lerp_(ema_params, live_params, 1.0 - decay)
-                running += loss.item() * len(idx)
-                seen += len(idx)
-                progress.step(epoch, opts.epochs, b, len(batches), running / seen)
-            val = evaluate_logits(_logits(ema, val_ids), y_val, labels, positive, None, val_groups)
-            record = {"epoch": epoch, "train_loss": running / seen, "val_loss": val["loss"]}
-            summary = f"epoch {epoch}/{opts.epochs} train loss {running / seen:.4f} "
-            summary += f"val loss {val['loss']:.4f} acc {val['accuracy']:.4f}"
-            if positive:
-                record.update(val_f1=val["f1"], val_auc=val["roc_auc"])
-                auc = val["roc_auc"]
-                summary += f" f1@0.5 {val['f1']:.4f} auc {'n/a' if auc is None else f'{auc:.5f}'}"
-                summary += "".join(
-                    f" {name} {m['roc_auc']:.5f}"
-                    for name, m in val["by_source"].items()
-                    if m["roc_auc"] is not None
-                )
+            train_loss = steps.epoch(epoch, rng, progress)
+            val, record, summary = _judge_epoch(steps.ema, data, epoch, opts.epochs, train_loss)
             history.append(record)
-            summary += f" ({time.monotonic() - started:.0f}s)"
-            say(summary)
-            score = _selection_score(val, opts.select if positive else "loss")
+            say(f"{summary} ({time.monotonic() - started:.0f}s)")
+            score = _selection_score(val, opts.select if data.positive else "loss")
             if score < best_score - 1e-5:
-                best_state = {k: v.detach().clone() for k, v in ema.state_dict().items()}
+                best_state = {k: v.detach().clone() for k, v in steps.ema.state_dict().items()}
                 best_score, best_epoch, stale = score, epoch, 0
             else:
                 stale += 1
@@ -481,71 +621,54 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
         say(f"interrupted: keeping the best finished epoch ({best_epoch}); "
             "Ctrl-C again to stop without a model")
     assert best_state is not None
-    # Calibrate on the weights as they will be stored (float16), not the float32 originals.
-    model.load_state_dict(
-        {k: v.half().float() if v.is_floating_point() else v for k, v in best_state.items()}
-    )
+    return _Fit(best_state, best_epoch, history, interrupted)
 
-    val_logits = _logits(model, val_ids)
-    temperature = fit_temperature(val_logits.tolist(), y_val)
+
+def _judge_epoch(
+    ema: LSTMClassifier,
+    data: _Data,
+    epoch: int,
+    epochs: int,
+    train_loss: float,
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Validation metrics of the weights after an epoch, its history record, and its line."""
+    val = evaluate_logits(
+        _logits(ema, data.val_ids), data.y_val, data.labels, data.positive, None, data.val_groups
+    )
+    record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"]}
+    summary = f"epoch {epoch}/{epochs} train loss {train_loss:.4f} "
+    summary += f"val loss {val['loss']:.4f} acc {val['accuracy']:.4f}"
+    if data.positive:
+        record.update(val_f1=val["f1"], val_auc=val["roc_auc"])
+        auc = val["roc_auc"]
+        summary += f" f1@0.5 {val['f1']:.4f} auc {'n/a' if auc is None else f'{auc:.5f}'}"
+        summary += "".join(
+            f" {name} {m['roc_auc']:.5f}"
+            for name, m in val["by_source"].items()
+            if m["roc_auc"] is not None
+        )
+    return val, record, summary
+
+
+def _calibrate(model: LSTMClassifier, data: _Data, opts: TrainOptions) -> _Decision:
+    """Temperature, threshold(s) and the validation metrics at them, all from validation."""
+    val_logits = _logits(model, data.val_ids)
+    temperature = fit_temperature(val_logits.tolist(), data.y_val)
     threshold = None
     thresholds = None
     cuts = None
-    if positive:
-        pos = labels.index(positive)
+    if data.positive:
+        pos = data.labels.index(data.positive)
         p_val = torch.softmax(val_logits / temperature, dim=-1)[:, pos].tolist()
-        truth = [k == pos for k in y_val]
-        threshold = choose_threshold(truth, p_val, val_groups, opts.max_ham_loss)
+        truth = [k == pos for k in data.y_val]
+        threshold = choose_threshold(truth, p_val, data.val_groups, opts.max_ham_loss)
         if opts.per_kind_thresholds:
             thresholds, cuts = kind_thresholds(
-                vocab, val_ids, truth, p_val, val_groups, opts.max_ham_loss, threshold
+                data.vocab, data.val_ids, truth, p_val, data.val_groups, opts.max_ham_loss,
+                threshold,
             )
-    val_metrics = evaluate_logits(
-        val_logits, y_val, labels, positive, threshold, val_groups, temperature, cuts
+    metrics = evaluate_logits(
+        val_logits, data.y_val, data.labels, data.positive, threshold, data.val_groups,
+        temperature, cuts,
     )
-    say(
-        f"best epoch {best_epoch}; temperature {temperature:.3f}; threshold {threshold}; "
-        f"per kind {thresholds}; "
-        + (
-            f"val f1 {val_metrics['f1']:.4f} "
-            f"{error_rate_names(positive)[0]} {val_metrics['ham_loss']:.4f}"
-            if positive
-            else f"val acc {val_metrics['accuracy']:.4f}"
-        )
-    )
-    elapsed = time.monotonic() - started
-    meta = {
-        "name": opts.name,
-        "version": opts.version,
-        "labels": labels,
-        "positive_label": positive,
-        "threshold": threshold,
-        "thresholds": thresholds,
-        "temperature": temperature,
-        "max_tokens": opts.max_tokens,
-        "head_fraction": opts.head_fraction,
-        # How texts were made: a model only fits texts made the same way.
-        "text": {
-            "tokenizer_version": TOKENIZER_VERSION,
-            "email_sender_line": email.SENDER_LINE,
-            "email_subject_line_always": email.SUBJECT_LINE_ALWAYS,
-        },
-        "code_version": code_version(),
-        "metrics": {"val": val_metrics},
-        "training": {
-            "data": data_record,
-            "counts": {s: dict(Counter(ex.label for ex in splits[s])) for s in ("train", "val")},
-            "best_epoch": best_epoch,
-            "interrupted": interrupted,
-            "history": history,
-            "seconds": round(elapsed, 1),
-            "threads": opts.threads,
-            "options": {
-                k: v for k, v in asdict(opts).items() if k not in ("data", "out", "progress")
-            },
-            "vocab_sha256": hashlib.sha256(vocab.to_json().encode("utf-8")).hexdigest(),
-        },
-    }
-    save_artifact(opts.out, meta, config, vocab, model.state_dict())
-    say(f"wrote {opts.out} in {elapsed:.0f}s")
-    return meta
+    return _Decision(temperature, threshold, thresholds, metrics)
