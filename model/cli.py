@@ -198,44 +198,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    missing = _existing(args.data)
-    if missing:
-        return _error(f"data not found: {missing}")
-    for name in ("epochs", "max_tokens", "threads", "batch_size", "vocab_size", "embed_dim",
-                 "hidden_dim", "patience"):
-        if getattr(args, name) < 1:
-            return _error(f"--{name.replace('_', '-')} must be at least 1")
-    if not 0 <= args.max_ham_loss < 1:
-        return _error("--max-ham-loss must be within [0, 1)")
-    if not 0 <= args.dropout < 1:
-        return _error("--dropout must be within [0, 1)")
-    if args.lr <= 0 or (args.max_minutes is not None and args.max_minutes <= 0):
-        return _error("--lr and --max-minutes must be positive")
-    if args.bag_bigrams < 0:
-        return _error("--bag-bigrams must be 0 (none) or a positive number of buckets")
-    if not 0 <= args.bag_dropout < 1:
-        return _error("--bag-dropout must be within [0, 1)")
-    if not 0 <= args.token_dropout < 1:
-        return _error("--token-dropout must be within [0, 1)")
-    if not 0 <= args.redress <= 1:
-        return _error("--redress must be within [0, 1]")
+    problem = _train_usage_problem(args)
+    if problem:
+        return _error(problem)
     out = Path(args.out)
-    if str(out) == "bundled":  # --model bundled would load the shipped model, never this one
-        return _error("--out bundled: 'bundled' names the shipped model wherever a model is "
-                      "read (--model bundled, model.path: bundled); choose another directory")
-    held = _artifact_in(out)
-    if held and not args.force:  # a model is hard to get back once replaced
-        return _error(f"--out {out} already holds a model artifact ({held}); "
-                      "pass --force to replace it, or choose another directory")
-    try:  # the model's files would be mixed in with the user's, hard to tell apart afterwards
-        # Hidden files (.DS_Store, a crashed save's .config.json.tmp) do not count.
-        foreign = not held and out.is_dir() and any(
-            not child.name.startswith(".") for child in out.iterdir())
-    except OSError as exc:
-        return _error(f"--out {out}: cannot read the directory: {exc.strerror or exc}")
-    if foreign:
-        return _error(f"--out {out} holds other files and no model artifact; choose a new or "
-                      "empty directory")
+    problem = _out_problem(out, args.force)
+    if problem:
+        return _error(problem)
     created = not out.exists()
     try:  # before hours of training, not after
         out.mkdir(parents=True, exist_ok=True)
@@ -286,6 +255,54 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"streamclf: train interrupted: no new model in {out}", file=sys.stderr)
         raise
     return EXIT_OK
+
+
+def _train_usage_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the training options, before any data is read; None when nothing."""
+    missing = _existing(args.data)
+    if missing:
+        return f"data not found: {missing}"
+    for name in ("epochs", "max_tokens", "threads", "batch_size", "vocab_size", "embed_dim",
+                 "hidden_dim", "patience"):
+        if getattr(args, name) < 1:
+            return f"--{name.replace('_', '-')} must be at least 1"
+    if not 0 <= args.max_ham_loss < 1:
+        return "--max-ham-loss must be within [0, 1)"
+    if not 0 <= args.dropout < 1:
+        return "--dropout must be within [0, 1)"
+    if args.lr <= 0 or (args.max_minutes is not None and args.max_minutes <= 0):
+        return "--lr and --max-minutes must be positive"
+    if args.bag_bigrams < 0:
+        return "--bag-bigrams must be 0 (none) or a positive number of buckets"
+    if not 0 <= args.bag_dropout < 1:
+        return "--bag-dropout must be within [0, 1)"
+    if not 0 <= args.token_dropout < 1:
+        return "--token-dropout must be within [0, 1)"
+    if not 0 <= args.redress <= 1:
+        return "--redress must be within [0, 1]"
+    return None
+
+
+def _out_problem(out: Path, force: bool) -> str | None:
+    """Why *out* must not receive a new model (None: it may): the shipped model's name, a model
+    that only --force may replace, or someone else's files."""
+    if str(out) == "bundled":  # --model bundled would load the shipped model, never this one
+        return ("--out bundled: 'bundled' names the shipped model wherever a model is read "
+                "(--model bundled, model.path: bundled); choose another directory")
+    held = _artifact_in(out)
+    if held and not force:  # a model is hard to get back once replaced
+        return (f"--out {out} already holds a model artifact ({held}); "
+                "pass --force to replace it, or choose another directory")
+    try:  # the model's files would be mixed in with the user's, hard to tell apart afterwards
+        # Hidden files (.DS_Store, a crashed save's .config.json.tmp) do not count.
+        foreign = not held and out.is_dir() and any(
+            not child.name.startswith(".") for child in out.iterdir())
+    except OSError as exc:
+        return f"--out {out}: cannot read the directory: {exc.strerror or exc}"
+    if foreign:
+        return (f"--out {out} holds other files and no model artifact; choose a new or empty "
+                "directory")
+    return None
 
 
 def _remove_if_empty(out: Path, created: bool) -> None:
