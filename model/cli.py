@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import os
 import sys
 from collections import Counter
@@ -506,14 +507,17 @@ def _summary(result: dict[str, Any]) -> str:
         from model.evaluate import error_rate_names  # a sentiment model has no ham
 
         head = ("acc", "prec", "recall", "f1", "auc", *error_rate_names(result["positive_label"]))
-        lines.append(f"{'source':<16} {'n':>7}" + "".join(f" {h:>9}" for h in head))
+        lines.append(f"{'source':<16} {'n':>7}" + "".join(f" {h:>9}" for h in head)
+                     + f" {'f1_ci95':>13}")
         groups = {"overall": result, **result["by_source"]}
         for name, m in groups.items():
             auc = m["roc_auc"]
             cells = [f"{m[k]:.4f}" for k in ("accuracy", "precision", "recall", "f1")]
             cells += ["n/a" if auc is None else f"{auc:.5f}",
                       f"{m['ham_loss']:.4f}", f"{m['spam_miss']:.4f}"]
-            lines.append(f"{name[:16]:<16} {m['n']:>7}" + "".join(f" {c:>9}" for c in cells))
+            low, high = m.get("f1_ci95") or (math.nan, math.nan)
+            lines.append(f"{name[:16]:<16} {m['n']:>7}" + "".join(f" {c:>9}" for c in cells)
+                         + f" {f'{low:.3f}-{high:.3f}':>13}")
     if "macro_f1" in result:  # more than two labels: accuracy is over all of them
         lines.append(f"accuracy {result['accuracy']:.4f}  macro F1 {result['macro_f1']:.4f}")
         lines.extend(_per_label_lines(result.get("per_label", {})))

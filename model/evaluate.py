@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from model.data import Example, assigned_split, example_text, iter_examples, left_out_reason
-from model.metrics import binary_metrics, macro, multiclass_metrics, roc_auc, seen_labels
+from model.metrics import (
+    binary_metrics,
+    f1_interval,
+    macro,
+    multiclass_metrics,
+    roc_auc,
+    seen_labels,
+    wilson_interval,
+)
 from model.predictor import Predictor, decide
 
 __all__ = ["Scored", "score_examples", "evaluate", "load_eval_examples", "error_rate_names"]
@@ -136,7 +144,9 @@ def _metrics(
 def evaluate(
     predictor: Predictor, rows: Sequence[Scored], positive_label: str | None = None
 ) -> dict[str, Any]:
-    """Metrics overall, ``by_source`` (top-level corpus) and ``by_subsource``.
+    """Metrics overall, ``by_source`` (top-level corpus) and ``by_subsource``; overall and by
+    source, 95 % intervals of F1 and the error rates (``f1_ci95``, ``ham_loss_ci95``,
+    ``spam_miss_ci95``).
 
     Binary figures are for *positive_label* (default: the model's own, else ``spam`` when it is
     one of the labels); a model without one gets accuracy and per-label figures.
@@ -169,4 +179,18 @@ def evaluate(
         for name in sorted({group_of(r.source) for r in rows}):
             subset = [r for r in rows if group_of(r.source) == name]
             result[key][name] = _metrics(subset, labels, positive, threshold, flip)
+    for figures in (result, *result["by_source"].values()):
+        _add_intervals(figures)
     return result
+
+
+def _add_intervals(figures: dict[str, Any]) -> None:
+    """95 % intervals for F1 (bootstrap) and the two error rates (Wilson), when the figures
+    have the positive label's counts: on a few hundred messages one message moves F1 by
+    half a point, and the interval says how far a figure can be trusted."""
+    if "tp" not in figures:
+        return
+    tp, fp, tn, fn = (figures[k] for k in ("tp", "fp", "tn", "fn"))
+    figures["f1_ci95"] = list(f1_interval(tp, fp, tn, fn))
+    figures["ham_loss_ci95"] = list(wilson_interval(fp, fp + tn))
+    figures["spam_miss_ci95"] = list(wilson_interval(fn, fn + tp))

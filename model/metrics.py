@@ -7,6 +7,8 @@ of ham called spam, TREC's ham misclassification) and ``spam_miss`` the false-ne
 from __future__ import annotations
 
 import math
+import random
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +18,8 @@ __all__ = [
     "choose_threshold",
     "choose_thresholds",
     "fit_temperature",
+    "f1_interval",
+    "wilson_interval",
     "macro",
     "multiclass_metrics",
     "seen_labels",
@@ -89,6 +93,38 @@ def binary_metrics(
         "fn": fn,
         "threshold": per_row[0] if per_row and len(set(per_row)) == 1 else threshold,
     }
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a rate of *k* in *n* (95 % for z = 1.96). Unlike the normal
+    approximation it stays within [0, 1] and is not empty at k = 0: 0 of 425 hams misjudged
+    still allows a true rate up to 0.9 %. (0, 1) when n is 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    q = k / n
+    centre = (q + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(q * (1 - q) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def f1_interval(
+    tp: int, fp: int, tn: int, fn: int, reps: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of F1: the examples resampled with replacement *reps*
+    times (seeded, so the same counts always give the same interval). F1 depends only on the
+    four counts, so each resample is a draw of n outcomes from their shares."""
+    n = tp + fp + tn + fn
+    if n == 0:
+        return 0.0, 0.0
+    rng = random.Random(seed)
+    outcomes, cum = (0, 1, 2, 3), [tp, tp + fp, tp + fp + tn, n]  # tp, fp, tn, fn
+    values = []
+    for _ in range(reps):
+        c = Counter(rng.choices(outcomes, cum_weights=cum, k=n))
+        values.append(_div(2 * c[0], 2 * c[0] + c[1] + c[3]))
+    values.sort()
+    tail = (1 - level) / 2
+    return values[int(tail * (reps - 1))], values[math.ceil((1 - tail) * (reps - 1))]
 
 
 def multiclass_metrics(y: Sequence[int], pred: Sequence[int], labels: Sequence[str]) -> dict:

@@ -209,17 +209,25 @@ def _summary_lines(result: dict[str, Any], labels: list[str], positive: str | No
             "",
         ]
     lines += [
-        f"| group | n | accuracy | precision | recall | F1 | ROC-AUC | {fp_words} | "
-        f"{miss_words} |",
+        f"| group | n | accuracy | precision | recall | F1 (95 % interval) | ROC-AUC | "
+        f"{fp_words} | {miss_words} |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in {"overall": result, **result["by_source"]}.items():
         auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.5f}"
+        f1 = f"{m['f1']:.4f}" + (" ({:.3f}–{:.3f})".format(*m["f1_ci95"]) if "f1_ci95" in m
+                                 else "")
         lines.append(
             f"| {name} | {m['n']} | {m['accuracy']:.4f} | {m['precision']:.4f} | "
-            f"{m['recall']:.4f} | {m['f1']:.4f} | {auc} | {m['ham_loss']:.4f} "
+            f"{m['recall']:.4f} | {f1} | {auc} | {m['ham_loss']:.4f} "
             f"({m['fp']}) | {m['spam_miss']:.4f} ({m['fn']}) |"
         )
+    lines += [
+        "",
+        "Intervals: F1 by bootstrap over the messages (1,000 resamples), the error rates by "
+        "Wilson's score interval, both 95 % (`*_ci95` in metrics.json). They say how far the "
+        "figures can move on another sample of the same size.",
+    ]
     return [*lines, ""]
 
 

@@ -173,6 +173,11 @@ def test_binary_model_gets_threshold_and_eval_cli(
         assert key in result
         assert key in result["by_source"]["t"]
     assert result["n"] == 12 and result["f1"] == 1.0
+    for figures in (result, result["by_source"]["t"]):
+        low, high = figures["f1_ci95"]
+        assert low <= figures["f1"] <= high
+        assert figures["ham_loss_ci95"][0] <= figures["ham_loss"] <= figures["ham_loss_ci95"][1]
+        assert 0 < figures["spam_miss_ci95"][1] < 1  # no miss in 4 spams is not a rate of 0
     code = cli_main(["eval", "--model", str(tmp_path / "art"), "--data", str(data), "--json",
                      "--positive-label", "ham"])
     assert code == 0
@@ -312,6 +317,24 @@ def test_choose_thresholds_per_kind_and_binary_metrics_cuts() -> None:
     assert m["threshold"] == 0.5
     texts = binary_metrics(y[2:], p[2:], 0.5, [t["text"]] * 2)
     assert texts["threshold"] == t["text"] and texts["tp"] == 1
+
+
+def test_intervals_of_f1_and_of_the_error_rates() -> None:
+    from model.metrics import f1_interval, wilson_interval
+
+    # Textbook Wilson intervals; at 0 errors the upper end stays above 0.
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    # The bundled model's SMS test counts: F1 0.943.
+    low, high = f1_interval(tp=75, fp=2, tn=464, fn=7)
+    assert 0.88 < low < 0.943 < high < 0.99
+    assert f1_interval(75, 2, 464, 7) == (low, high)  # seeded: the same counts, the same interval
+    assert f1_interval(75, 2, 464, 7, seed=1) != (low, high)
+    low10, high10 = f1_interval(750, 20, 4640, 70)  # ten times the messages: narrower
+    assert high10 - low10 < (high - low) / 2
+    assert f1_interval(30, 0, 50, 0) == (1.0, 1.0)
+    assert f1_interval(0, 0, 0, 0) == (0.0, 0.0)
 
 
 def _spam_ham_promo(path: Path, per_label: int = 30, seed: int = 5) -> Path:
@@ -735,7 +758,7 @@ def test_eval_names_the_error_rates_in_spam_words_only_for_a_spam_model(
         assert result["ham_loss"] == result["spam_miss"] == 0.5  # JSON keys unchanged
         result["split"] = "test"
         head, row = _summary(result).splitlines()[1:3]
-        assert head.endswith(f"      auc {columns}")
+        assert head.endswith(f"      auc {columns}       f1_ci95")  # 95 % interval of F1
         # Right-aligned: every value ends where its heading ends (the n/a AUC too).
         assert [m.end() for m in re.finditer(r"\S+", head)][1:] == [
             m.end() for m in re.finditer(r"\S+", row)][1:]
