@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import math
 import os
 import sys
 from collections import Counter
@@ -515,9 +514,9 @@ def _summary(result: dict[str, Any]) -> str:
             cells = [f"{m[k]:.4f}" for k in ("accuracy", "precision", "recall", "f1")]
             cells += ["n/a" if auc is None else f"{auc:.5f}",
                       f"{m['ham_loss']:.4f}", f"{m['spam_miss']:.4f}"]
-            low, high = m.get("f1_ci95") or (math.nan, math.nan)
+            interval = "{:.3f}-{:.3f}".format(*m["f1_ci95"]) if "f1_ci95" in m else "n/a"
             lines.append(f"{name[:16]:<16} {m['n']:>7}" + "".join(f" {c:>9}" for c in cells)
-                         + f" {f'{low:.3f}-{high:.3f}':>13}")
+                         + f" {interval:>13}")
     if "macro_f1" in result:  # more than two labels: accuracy is over all of them
         lines.append(f"accuracy {result['accuracy']:.4f}  macro F1 {result['macro_f1']:.4f}")
         lines.extend(_per_label_lines(result.get("per_label", {})))
