@@ -76,3 +76,14 @@ def test_sms_as_email_and_section_replacement(bench) -> None:  # type: ignore[no
     assert once.index("## Side") < once.index("## Limits")
     twice = bench.replace_section(once, "## Side", "table 2")
     assert "table 1" not in twice and twice.count("## Side") == 1 and "old" in twice
+
+
+def test_the_side_by_side_says_the_paired_difference_when_it_was_measured(bench) -> None:  # type: ignore[no-untyped-def]
+    res = {"paired": {"spamassassin": {"versus": bench.PAIRED_BASELINE, "f1_difference": 0.0103,
+                                       "ci95": [-0.0025, 0.0249]},
+                      "sms": {"versus": bench.PAIRED_BASELINE, "f1_difference": 0.1376,
+                              "ci95": [0.0746, 0.2088]}}}
+    text = " ".join(bench.paired_text(res).split())
+    assert "SpamAssassin +0.010 (-0.003 to +0.025); SMS +0.138 (+0.075 to +0.209)" in text
+    assert bench.PAIRED_BASELINE in text
+    assert bench.paired_text({}) == ""  # results recorded before it: no line, no error

@@ -337,6 +337,25 @@ def test_intervals_of_f1_and_of_the_error_rates() -> None:
     assert f1_interval(0, 0, 0, 0) == (0.0, 0.0)
 
 
+def test_a_paired_interval_of_an_f1_difference() -> None:
+    from model.metrics import f1_difference_interval
+
+    rng = random.Random(3)
+    y = [rng.random() < 0.3 for _ in range(600)]
+    better = [t if rng.random() < 0.99 else not t for t in y]
+    worse = [t if rng.random() < 0.80 else not t for t in y]
+    diff, low, high = f1_difference_interval(y, better, worse)
+    assert 0 < low < diff < high  # far apart: the interval lies above 0
+    diff, low, high = f1_difference_interval(y, worse, better)
+    assert low < diff < high < 0
+    assert f1_difference_interval(y, better, better) == (0.0, 0.0, 0.0)
+    # One message apart in 600: the difference is real on this sample but not beyond chance.
+    nearly = list(better)
+    nearly[y.index(True)] = False
+    diff, low, high = f1_difference_interval(y, better, nearly)
+    assert diff > 0 and low <= 0 < high
+
+
 def _spam_ham_promo(path: Path, per_label: int = 30, seed: int = 5) -> Path:
     rng = random.Random(seed)
     words = {"spam": "free prize win cash call claim now urgent".split(),
