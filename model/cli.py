@@ -191,6 +191,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--threads", type=int, default=_default_threads())
     e.add_argument("--quantize", choices=_QUANTIZE, default="none",
                    help="score with the dynamic int8 copy (the worker's model.quantize)")
+    e.add_argument("--against", metavar="MODEL",
+                   help="another model (directory or 'bundled', scored as its artifact says) to "
+                   "compare with on the same messages: --model's F1 minus its F1, with a paired "
+                   "95%% interval")
     e.set_defaults(func=cmd_eval)
 
 
@@ -448,12 +452,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     missing = _existing(args.data)
     if missing:
         return _error(f"data not found: {missing}")
-    problem = _model_missing(args.model)
+    problem = _model_missing(args.model) or (args.against and _model_missing(args.against))
     if problem:
         return _error(problem)
     from model.artifact import ArtifactError
     from model.data import LABEL_HELP, DataError, left_out_note, normalize_split
-    from model.evaluate import evaluate, load_eval_examples, score_examples
+    from model.evaluate import compare, evaluate, load_eval_examples, score_examples
+    from model.predictor import Predictor
 
     if args.report:
         from model.report import plotting_available
@@ -468,6 +473,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _error(f"--split {args.split!r}: use train, val, test or all")
     try:
         predictor = _load_predictor(args)
+        other = Predictor.load(args.against, device=args.device) if args.against else None
         left_out: Counter[str] = Counter()
         unreadable: list[str] = []
         examples = load_eval_examples(args.data, split, left_out, unreadable)
@@ -479,15 +485,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not examples:
         return _error(f"no labelled examples in split {args.split!r} ({LABEL_HELP}; data "
                       "without a split goes 8 in 10 by id to train, 1 to val, 1 to test)")
-    unknown = sorted({ex.label for ex in examples} - set(predictor.labels), key=str)
-    if unknown:
-        return _error(f"labels {unknown} in the data are not the model's {list(predictor.labels)}")
+    for name, model in (("model", predictor), ("--against model", other)):
+        unknown = [] if model is None else sorted(
+            {ex.label for ex in examples} - set(model.labels), key=str)
+        if model is not None and unknown:
+            return _error(f"labels {unknown} in the data are not the {name}'s "
+                          f"{list(model.labels)}")
     rows = score_examples(predictor, examples)
     try:
         result = evaluate(predictor, rows, args.positive_label)
     except ValueError as exc:
         return _error(str(exc))
     result["split"] = args.split
+    if other is not None:
+        positive = result["positive_label"]
+        if positive is None or positive not in other.labels:
+            return _error(f"--against compares the F1 of one label, which both models must "
+                          f"have: the model's {list(predictor.labels)}, the other's "
+                          f"{list(other.labels)}; name it with --positive-label")
+        result["against"] = compare(rows, score_examples(other, examples), positive,
+                                    f"{other.name}@{other.version}")
     if args.report:
         from model.report import write_report
 
@@ -520,6 +537,13 @@ def _summary(result: dict[str, Any]) -> str:
     if "macro_f1" in result:  # more than two labels: accuracy is over all of them
         lines.append(f"accuracy {result['accuracy']:.4f}  macro F1 {result['macro_f1']:.4f}")
         lines.extend(_per_label_lines(result.get("per_label", {})))
+    if "against" in result:
+        versus = result["against"]
+        groups = {"overall": versus, **versus["by_source"]}
+        lines.append(f"F1 minus that of {versus['model']} on the same messages, paired 95% "
+                     "interval:")
+        lines.extend(f"{name[:16]:<16} {m['n']:>7} {m['f1_difference']:+9.4f}  "
+                     f"{m['ci95'][0]:+.4f} to {m['ci95'][1]:+.4f}" for name, m in groups.items())
     return "\n".join(lines)
 
 

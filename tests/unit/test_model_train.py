@@ -806,3 +806,60 @@ def test_unreadable_files_in_a_data_folder_are_left_out_and_said(
                      "--split", "all", "--json"]) == 0
     out = capsys.readouterr()
     assert json.loads(out.out)["n"] == 40 and f"streamclf: {note}\n" in out.err
+
+
+def test_eval_against_another_model_gives_the_paired_f1_difference(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A user who retrains asks whether the new model beats the old one on the same mail."""
+    rng = random.Random(11)
+    words = {"spam": "free prize win cash call claim now urgent".split(),
+             "ham": "meeting lunch report tomorrow notes project review team".split()}
+    rows = []
+    for i in range(160):
+        label = "spam" if i % 3 == 0 else "ham"
+        own, other = words[label], words["ham" if label == "spam" else "spam"]
+        text = " ".join(rng.choice(own if rng.random() < 0.75 else other) for _ in range(5))
+        split = ["train", "train", "train", "val", "test"][i % 5]
+        rows.append({"id": str(i), "label": label, "split": split, "text": text,
+                     "source": "mail/x" if i % 2 else "sms/y"})
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    train(_options(data, tmp_path / "good"))
+    train(_options(data, tmp_path / "weak", epochs=1, seed=2, lr=0.001, name="weak"))
+
+    def run(*extra: str) -> dict:
+        assert cli_main(["eval", "--model", str(tmp_path / "good"), "--data", str(data),
+                         "--split", "all", "--json", *extra]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    alone = run()
+    assert "against" not in alone
+    assert cli_main(["eval", "--model", str(tmp_path / "weak"), "--data", str(data),
+                     "--split", "all", "--json"]) == 0
+    weak = json.loads(capsys.readouterr().out)
+    versus = run("--against", str(tmp_path / "weak"))["against"]
+    assert versus["model"] == "weak@1" and versus["n"] == 160
+    assert versus["f1_difference"] == pytest.approx(alone["f1"] - weak["f1"])
+    low, high = versus["ci95"]
+    assert 0 < low <= versus["f1_difference"] <= high  # one epoch at a low rate: far behind
+    for source in ("mail", "sms"):
+        assert versus["by_source"][source]["f1_difference"] == pytest.approx(
+            alone["by_source"][source]["f1"] - weak["by_source"][source]["f1"])
+    same = run("--against", str(tmp_path / "good"))["against"]
+    assert (same["f1_difference"], same["ci95"]) == (0.0, [0.0, 0.0])
+
+    args = ["eval", "--model", str(tmp_path / "good"), "--data", str(data), "--split", "all"]
+    assert cli_main([*args, "--against", str(tmp_path / "weak")]) == 0
+    assert "F1 minus that of weak@1 on the same messages" in capsys.readouterr().out
+    assert cli_main([*args, "--against", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert cli_main([*args, "--against", str(tmp_path / "weak"), "--positive-label", "spam"]) == 0
+    capsys.readouterr()
+    topics = _write_data(tmp_path / "topics.jsonl")  # three labels, none of them spam
+    train(_options(topics, tmp_path / "topics"))
+    assert cli_main(["eval", "--model", str(tmp_path / "topics"), "--data", str(topics),
+                     "--split", "all", "--against", str(tmp_path / "topics")]) == 2
+    assert "--against compares the F1 of one label" in capsys.readouterr().err
+    assert cli_main([*args, "--against", str(tmp_path / "topics")]) == 2
+    assert "not the --against model's" in capsys.readouterr().err
