@@ -486,9 +486,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _error(f"no labelled examples in split {args.split!r} ({LABEL_HELP}; data "
                       "without a split goes 8 in 10 by id to train, 1 to val, 1 to test)")
     for name, model in (("model", predictor), ("--against model", other)):
-        unknown = [] if model is None else sorted(
-            {ex.label for ex in examples} - set(model.labels), key=str)
-        if model is not None and unknown:
+        if model is None:
+            continue
+        unknown = sorted({ex.label for ex in examples} - set(model.labels), key=str)
+        if unknown:
             return _error(f"labels {unknown} in the data are not the {name}'s "
                           f"{list(model.labels)}")
     rows = score_examples(predictor, examples)

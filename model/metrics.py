@@ -123,9 +123,7 @@ def f1_interval(
     for _ in range(reps):
         c = Counter(rng.choices(outcomes, cum_weights=cum, k=n))
         values.append(_div(2 * c[0], 2 * c[0] + c[1] + c[3]))
-    values.sort()
-    tail = (1 - level) / 2
-    return values[int(tail * (reps - 1))], values[math.ceil((1 - tail) * (reps - 1))]
+    return _percentile_interval(values, level)
 
 
 def f1_difference_interval(
@@ -150,11 +148,16 @@ def f1_difference_interval(
     if n == 0:
         return diff, diff, diff
     rng = random.Random(seed)
-    values = sorted(
-        f1(idx, a) - f1(idx, b) for idx in (rng.choices(every, k=n) for _ in range(reps))
-    )
+    resampled = (rng.choices(every, k=n) for _ in range(reps))
+    return (diff, *_percentile_interval([f1(idx, a) - f1(idx, b) for idx in resampled], level))
+
+
+def _percentile_interval(values: list[float], level: float) -> tuple[float, float]:
+    """The central *level* share of bootstrap *values*: (low, high)."""
+    values = sorted(values)
     tail = (1 - level) / 2
-    return diff, values[int(tail * (reps - 1))], values[math.ceil((1 - tail) * (reps - 1))]
+    last = len(values) - 1
+    return values[int(tail * last)], values[math.ceil((1 - tail) * last)]
 
 
 def multiclass_metrics(y: Sequence[int], pred: Sequence[int], labels: Sequence[str]) -> dict:
