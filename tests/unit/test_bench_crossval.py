@@ -15,7 +15,9 @@ from benchmarks.crossval import (
     figures,
     fold_rows,
     markdown,
+    mean_of,
     parse_recipe,
+    rechoose,
     summarise,
     write_folds,
 )
@@ -105,3 +107,30 @@ def test_a_recipe_is_a_name_and_options() -> None:
     for bad in ("no-options", "=--lr 1", "a b=--lr 1"):
         with pytest.raises(Exception, match="NAME=OPTIONS"):
             parse_recipe(bad)
+
+
+def test_thresholds_are_re_chosen_on_the_validation_fold_and_an_ensemble_averages_log_odds(
+) -> None:
+    def rows(ps: list[float], spam: list[bool]) -> list[dict]:
+        return [{"id": f"m{i}", "corpus": "sms", "spam": s, "p": p, "kind": "text", "own": False}
+                for i, (p, s) in enumerate(zip(ps, spam, strict=True))]
+
+    spam = [False] * 6 + [True] * 4
+    val = rows([0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.6, 0.8, 0.9, 0.95], spam)
+    held = rows([0.1, 0.2, 0.3, 0.65, 0.72, 0.8, 0.2, 0.85, 0.9, 0.95], spam)
+    fold = {"val": val, "test": held}
+    decided = rechoose(fold, [0.005])
+    # No validation ham may reach the cut, so it lies between the ham at 0.7 and the spam at
+    # 0.8: the held-out ham at 0.8 is a false positive, the spam at 0.2 a miss.
+    assert [r["0.005"] for r in decided] == [False] * 5 + [True, False, True, True, True]
+    assert decided[5] == held[5] | {"0.005": True} and "0.005" not in held[5]  # copied
+
+    other = {"val": rows([0.9, 0.2, 0.3, 0.4, 0.5, 0.1, 0.6, 0.8, 0.9, 0.95], spam),
+             "test": rows([0.9, 0.2, 0.3, 0.65, 0.72, 0.8, 0.2, 0.85, 0.9, 0.95], spam)}
+    both = mean_of([fold, other])
+    assert both["test"][0]["p"] == pytest.approx(0.5)  # log-odds of 0.1 and 0.9 cancel
+    assert both["test"][3]["p"] == pytest.approx(0.65)
+    assert fold["test"][0]["p"] == 0.1  # the models' own rows are left as they were
+    # The mean's validation hams reach 0.5 at most, its spams start at 0.6: the cut lies
+    # between, so the held-out hams at 0.65, 0.72 and 0.8 are now false positives.
+    assert [r["own"] for r in both["test"]] == [False] * 3 + [True] * 3 + [False] + [True] * 3
