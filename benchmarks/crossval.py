@@ -84,8 +84,10 @@ def write_folds(data: Path, out: Path, folds: int, seed: int) -> list[list[Path]
         for k in range(folds):
             target = out / "data" / f"fold{k}" / source.name
             target.parent.mkdir(parents=True, exist_ok=True)
-            with gzip.open(target, "wt", encoding="utf-8") as f:
+            partial = target.with_name(target.name + ".partial")
+            with gzip.open(partial, "wt", encoding="utf-8") as f:
                 f.writelines(json.dumps(row) + "\n" for row in fold_rows(rows, fold_of, k, folds))
+            partial.replace(target)  # a run reading the folds never sees half a file
             files[k].append(target)
     return files
 
