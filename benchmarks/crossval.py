@@ -109,10 +109,14 @@ def train_fold(files: Sequence[Path], model_dir: Path, options: str) -> None:
 
 def score_fold(files: Sequence[Path], model_dir: Path) -> dict[str, list[dict]]:
     """The fold model's scores on its validation fold (``val``) and on the fold it holds out
-    (``test``): per message truth, p(spam), kind, corpus and the model's own decision."""
+    (``test``): per message truth, p(spam), kind, corpus and the model's own decision. Kept
+    beside the model (``foldK.scores.json``) and read from there while the model is older."""
     from model.evaluate import corpus_of, load_eval_examples, score_examples
     from model.predictor import Predictor
 
+    kept = model_dir.with_suffix(".scores.json")
+    if kept.exists() and kept.stat().st_mtime > (model_dir / "config.json").stat().st_mtime:
+        return json.loads(kept.read_text())  # type: ignore[no-any-return]
     predictor = Predictor.load(model_dir, device="cpu")
     pos = predictor.labels.index("spam")
 
@@ -121,7 +125,9 @@ def score_fold(files: Sequence[Path], model_dir: Path) -> dict[str, list[dict]]:
         return [{"id": r.id, "corpus": corpus_of(r.source), "spam": r.label == "spam",
                  "p": r.probs[pos], "kind": r.kind, "own": r.predicted == "spam"} for r in rows]
 
-    return {"val": scored("val"), "test": scored("test")}
+    result = {"val": scored("val"), "test": scored("test")}
+    kept.write_text(json.dumps(result))
+    return result
 
 
 def mean_of(folds: Sequence[dict[str, list[dict]]]) -> dict[str, list[dict]]:
