@@ -43,6 +43,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import DATA_DIR  # noqa: E402
+from model.evaluate import corpus_of, load_eval_examples, score_examples  # noqa: E402
+from model.metrics import (  # noqa: E402
+    binary_metrics,
+    choose_thresholds,
+    f1_difference_interval,
+    f1_interval,
+    roc_auc,
+    wilson_interval,
+)
+from model.predictor import Predictor  # noqa: E402
 
 # The bundled model's recipe (docs/model-card.md, "Reproduce") with the epoch settings of its
 # seed-spread runs, which stop at the same best epoch in about two thirds of the time.
@@ -111,9 +121,6 @@ def score_fold(files: Sequence[Path], model_dir: Path) -> dict[str, list[dict]]:
     """The fold model's scores on its validation fold (``val``) and on the fold it holds out
     (``test``): per message truth, p(spam), kind, corpus and the model's own decision. Kept
     beside the model (``foldK.scores.json``) and read from there while the model is older."""
-    from model.evaluate import corpus_of, load_eval_examples, score_examples
-    from model.predictor import Predictor
-
     kept = model_dir.with_suffix(".scores.json")
     if kept.exists() and kept.stat().st_mtime > (model_dir / "config.json").stat().st_mtime:
         return json.loads(kept.read_text())  # type: ignore[no-any-return]
@@ -134,8 +141,6 @@ def mean_of(folds: Sequence[dict[str, list[dict]]]) -> dict[str, list[dict]]:
     """Several models' scores of one fold combined by the mean of their log-odds (an
     ensemble); its own decision is made at thresholds chosen on the validation fold for a
     0.5 % ham-loss, as training chooses a model's."""
-    from model.metrics import choose_thresholds
-
     def logit(q: float) -> float:
         q = min(max(q, 1e-7), 1 - 1e-7)
         return math.log(q / (1 - q))
@@ -148,7 +153,7 @@ def mean_of(folds: Sequence[dict[str, list[dict]]]) -> dict[str, list[dict]]:
             z = (logit(r["p"]) + sum(logit(o["p"]) for o in others)) / len(folds)
             r["p"] = 1 / (1 + math.exp(-z))
         out[split] = rows
-    cuts = _thresholds(out["val"], 0.005, choose_thresholds)
+    cuts = _thresholds(out["val"], 0.005)
     for r in out["test"]:
         r["own"] = r["p"] >= cuts.get(r["kind"], 0.5)
     return out
@@ -157,29 +162,27 @@ def mean_of(folds: Sequence[dict[str, list[dict]]]) -> dict[str, list[dict]]:
 def rechoose(fold: dict[str, list[dict]], targets: Sequence[float]) -> list[dict]:
     """The held-out rows, each with its decision (under the target's name) at thresholds
     re-chosen on the validation fold for each ham-loss target."""
-    from model.metrics import choose_thresholds
-
     held = [dict(r) for r in fold["test"]]
     for target in targets:
-        cuts = _thresholds(fold["val"], target, choose_thresholds)
+        cuts = _thresholds(fold["val"], target)
         for r in held:
             r[str(target)] = r["p"] >= cuts.get(r["kind"], 0.5)
     return held
 
 
-def _thresholds(val: Sequence[dict], target: float, choose: Any) -> dict[str, float]:
-    return choose([r["spam"] for r in val], [r["p"] for r in val], [r["kind"] for r in val],
-                  [r["corpus"] for r in val], target)
+def _thresholds(val: Sequence[dict], target: float) -> dict[str, float]:
+    """Per-kind thresholds chosen on scored validation rows, as training chooses them."""
+    return choose_thresholds([r["spam"] for r in val], [r["p"] for r in val],
+                             [r["kind"] for r in val], [r["corpus"] for r in val], target)
 
 
 def figures(rows: Sequence[dict], key: str) -> dict[str, Any]:
     """F1, error counts and rates with their 95 % intervals for the decisions under *key*."""
-    from model.metrics import binary_metrics, f1_interval, wilson_interval
-
     truth = [r["spam"] for r in rows]
     m = binary_metrics(truth, [r["p"] for r in rows], 0.5,
                        [0.0 if r[key] else 2.0 for r in rows])  # the decisions as given
-    m["roc_auc"] = _pooled_auc(rows)
+    # Pooled out-of-fold scores: each fold model's own calibration, ranked together.
+    m["roc_auc"] = roc_auc(truth, [r["p"] for r in rows])
     m["f1_ci95"] = f1_interval(m["tp"], m["fp"], m["tn"], m["fn"])
     m["ham_loss_ci95"] = wilson_interval(m["fp"], m["fp"] + m["tn"])
     m["spam_miss_ci95"] = wilson_interval(m["fn"], m["fn"] + m["tp"])
@@ -188,18 +191,9 @@ def figures(rows: Sequence[dict], key: str) -> dict[str, Any]:
                               "roc_auc")}
 
 
-def _pooled_auc(rows: Sequence[dict]) -> float | None:
-    """ROC-AUC of the pooled out-of-fold scores (each fold model's own calibration)."""
-    from model.metrics import roc_auc
-
-    return roc_auc([r["spam"] for r in rows], [r["p"] for r in rows])
-
-
 def summarise(scored: dict[str, list[dict]], targets: Sequence[float]) -> dict[str, Any]:
     """Per recipe and corpus: figures at the models' own thresholds and at each re-chosen
     target; per later recipe and corpus: its F1 minus the first recipe's, paired."""
-    from model.metrics import f1_difference_interval
-
     out: dict[str, Any] = {"recipes": {}, "paired": {}}
     first = next(iter(scored))
     for name, rows in scored.items():
