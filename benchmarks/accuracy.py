@@ -28,7 +28,6 @@ import email
 import email.policy
 import html
 import json
-import math
 import os
 import quopri
 import re
@@ -53,6 +52,7 @@ from model.metrics import (  # noqa: E402
     choose_threshold,
     f1_difference_interval,
     f1_interval,
+    logit,
 )
 
 DATA_DIR = ROOT.parent / "shared" / "data"
@@ -645,15 +645,11 @@ def _shift(
     deltas = [b - a for a, b in zip(base, new, strict=True)]
     flips = sum(1 for a, b in zip(cut_base, cut_new, strict=True) if a != b)
 
-    def lo(q: float) -> float:
-        q = min(max(q, 1e-6), 1 - 1e-6)
-        return math.log(q / (1 - q))
-
     return {
         "mean_delta_p": statistics.fmean(deltas) if deltas else 0.0,
         "mean_abs_delta_p": statistics.fmean(abs(d) for d in deltas) if deltas else 0.0,
         "median_delta_logodds": statistics.median(
-            lo(b) - lo(a) for a, b in zip(base, new, strict=True)
+            logit(b, 1e-6) - logit(a, 1e-6) for a, b in zip(base, new, strict=True)
         )
         if deltas
         else 0.0,

@@ -49,6 +49,7 @@ from model.metrics import (  # noqa: E402
     choose_thresholds,
     f1_difference_interval,
     f1_interval,
+    logit,
     roc_auc,
     wilson_interval,
 )
@@ -141,16 +142,12 @@ def mean_of(folds: Sequence[dict[str, list[dict]]]) -> dict[str, list[dict]]:
     """Several models' scores of one fold combined by the mean of their log-odds (an
     ensemble); its own decision is made at thresholds chosen on the validation fold for a
     0.5 % ham-loss, as training chooses a model's."""
-    def logit(q: float) -> float:
-        q = min(max(q, 1e-7), 1 - 1e-7)
-        return math.log(q / (1 - q))
-
     out = {}
     for split in ("val", "test"):
         rows = [dict(r) for r in folds[0][split]]
         for r, *others in zip(rows, *(f[split] for f in folds[1:]), strict=True):
             assert all(o["id"] == r["id"] for o in others)
-            z = (logit(r["p"]) + sum(logit(o["p"]) for o in others)) / len(folds)
+            z = (logit(r["p"], 1e-7) + sum(logit(o["p"], 1e-7) for o in others)) / len(folds)
             r["p"] = 1 / (1 + math.exp(-z))
         out[split] = rows
     cuts = _thresholds(out["val"], 0.005)

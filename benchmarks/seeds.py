@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA_DIR  # noqa: E402
 from model.data import Example  # noqa: E402
 from model.evaluate import corpus_of, load_eval_examples, score_examples  # noqa: E402
-from model.metrics import binary_metrics, choose_thresholds  # noqa: E402
+from model.metrics import binary_metrics, choose_thresholds, logit  # noqa: E402
 from model.predictor import Predictor  # noqa: E402
 
 SPLITS = ("val", "test")
@@ -32,8 +32,7 @@ def log_odds(predictor: Predictor, examples: Sequence[Example]) -> tuple[list[fl
     """log(p / (1 − p)) of the positive label per example, and each example's kind."""
     pos = predictor.labels.index(predictor.positive_label or predictor.labels[-1])
     rows = score_examples(predictor, examples)
-    p = [min(max(r.probs[pos], 1e-7), 1 - 1e-7) for r in rows]
-    return [math.log(q / (1 - q)) for q in p], [r.kind for r in rows]
+    return [logit(r.probs[pos], 1e-7) for r in rows], [r.kind for r in rows]
 
 
 def main(argv: list[str] | None = None) -> int:

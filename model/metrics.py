@@ -233,7 +233,7 @@ def choose_threshold(
     below = [s for s in p if s < best[1]]
     if not below:
         return best[1]
-    return _sigmoid((_logit(best[1]) + _logit(max(below))) / 2)
+    return _sigmoid((logit(best[1]) + logit(max(below))) / 2)
 
 
 def choose_thresholds(
@@ -257,8 +257,9 @@ def choose_thresholds(
     return out
 
 
-def _logit(q: float) -> float:
-    q = min(max(q, 1e-12), 1 - 1e-12)
+def logit(q: float, eps: float = 1e-12) -> float:
+    """log(q / (1 - q)), with q clamped to [eps, 1 - eps] so that 0 and 1 stay finite."""
+    q = min(max(q, eps), 1 - eps)
     return math.log(q / (1 - q))
 
 

@@ -6,6 +6,7 @@ import gzip
 import importlib.util
 import io
 import json
+import math
 import random
 import re
 import sys
@@ -354,6 +355,17 @@ def test_a_paired_interval_of_an_f1_difference() -> None:
     nearly[y.index(True)] = False
     diff, low, high = f1_difference_interval(y, better, nearly)
     assert diff > 0 and low <= 0 < high
+
+
+def test_logit_inverts_the_sigmoid_and_stays_finite_at_0_and_1() -> None:
+    from model.metrics import logit
+
+    assert logit(0.5) == 0.0
+    assert logit(1 / (1 + math.exp(-2.5))) == pytest.approx(2.5)
+    assert logit(0.2) == pytest.approx(-logit(0.8))
+    # 0 and 1 are clamped to eps, so an ensemble of log-odds never sums an infinity.
+    assert logit(1.0, 1e-7) == pytest.approx(math.log((1 - 1e-7) / 1e-7))
+    assert logit(0.0) == pytest.approx(-logit(1.0)) and math.isfinite(logit(0.0))
 
 
 def _spam_ham_promo(path: Path, per_label: int = 30, seed: int = 5) -> Path:
