@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import math
 import random
 import shlex
 import subprocess
@@ -51,6 +50,7 @@ from model.metrics import (  # noqa: E402
     f1_interval,
     logit,
     roc_auc,
+    sigmoid,
     wilson_interval,
 )
 from model.predictor import Predictor  # noqa: E402
@@ -148,7 +148,7 @@ def mean_of(folds: Sequence[dict[str, list[dict]]]) -> dict[str, list[dict]]:
         for r, *others in zip(rows, *(f[split] for f in folds[1:]), strict=True):
             assert all(o["id"] == r["id"] for o in others)
             z = (logit(r["p"], 1e-7) + sum(logit(o["p"], 1e-7) for o in others)) / len(folds)
-            r["p"] = 1 / (1 + math.exp(-z))
+            r["p"] = sigmoid(z)
         out[split] = rows
     cuts = _thresholds(out["val"], 0.005)
     for r in out["test"]:

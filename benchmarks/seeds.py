@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA_DIR  # noqa: E402
 from model.data import Example  # noqa: E402
 from model.evaluate import corpus_of, load_eval_examples, score_examples  # noqa: E402
-from model.metrics import binary_metrics, choose_thresholds, logit  # noqa: E402
+from model.metrics import binary_metrics, choose_thresholds, logit, sigmoid  # noqa: E402
 from model.predictor import Predictor  # noqa: E402
 
 SPLITS = ("val", "test")
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             for split in SPLITS:
                 exs = examples[split]
                 kinds = scored[split][0][1]
-                p = [1 / (1 + math.exp(-sum(scored[split][k][0][i] for k in combo) / len(combo)))
+                p = [sigmoid(sum(scored[split][k][0][i] for k in combo) / len(combo))
                      for i in range(len(exs))]
                 truth = [ex.label == "spam" for ex in exs]
                 corpora = [corpus_of(ex.source) for ex in exs]

@@ -233,7 +233,7 @@ def choose_threshold(
     below = [s for s in p if s < best[1]]
     if not below:
         return best[1]
-    return _sigmoid((logit(best[1]) + logit(max(below))) / 2)
+    return sigmoid((logit(best[1]) + logit(max(below))) / 2)
 
 
 def choose_thresholds(
@@ -263,7 +263,8 @@ def logit(q: float, eps: float = 1e-12) -> float:
     return math.log(q / (1 - q))
 
 
-def _sigmoid(x: float) -> float:
+def sigmoid(x: float) -> float:
+    """1 / (1 + e^-x): the probability of log-odds x (the inverse of ``logit``)."""
     return 1 / (1 + math.exp(-x))
 
 
