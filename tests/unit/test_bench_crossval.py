@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from benchmarks.crossval import (
     assign_folds,
     figures,
     fold_rows,
+    hindsight,
+    main,
     markdown,
     mean_of,
     parse_recipe,
@@ -134,3 +137,60 @@ def test_thresholds_are_re_chosen_on_the_validation_fold_and_an_ensemble_average
     # The mean's validation hams reach 0.5 at most, its spams start at 0.6: the cut lies
     # between, so the held-out hams at 0.65, 0.72 and 0.8 are now false positives.
     assert [r["own"] for r in both["test"]] == [False] * 3 + [True] * 3 + [False] + [True] * 3
+
+
+def test_the_hindsight_cut_is_the_best_f1_within_the_ham_loss_target() -> None:
+    def row(i: int, spam: bool, p: float) -> dict:
+        return {"id": f"m{i}", "corpus": "sms", "spam": spam, "p": p, "kind": "text",
+                "own": p >= 0.95}
+
+    # 300 hams: the target allows one above the cut (0.5 % of 300 = 1.5).
+    hams = [row(i, False, 0.01 * (i % 50)) for i in range(297)]
+    hams += [row(297, False, 0.99), row(298, False, 0.90), row(299, False, 0.80)]
+    spams = [row(300 + i, True, p) for i, p in enumerate([0.995, 0.97, 0.93, 0.85, 0.7, 0.6])]
+    rows = hams + spams
+    decided = {r["id"]: r["hindsight"] for r in hindsight(rows)}
+    # Cutting below 0.90 would let two hams through; the best allowed cut keeps 0.99 as its one
+    # false positive and catches the spams down to 0.93, missing 0.85, 0.7 and 0.6.
+    assert [decided[r["id"]] for r in spams] == [True, True, True, False, False, False]
+    assert decided["m297"] and not decided["m298"]
+    m = summarise({"r": rows}, [])["recipes"]["r"]["sms"]
+    assert (m["hindsight"]["fp"], m["hindsight"]["fn"]) == (1, 3)
+    assert (m["own"]["fp"], m["own"]["fn"]) == (1, 4)  # own decisions stay as given
+    assert "| r | sms | best in hindsight (0.5 %) | 306 |" in markdown(
+        summarise({"r": rows}, []), "r")
+
+
+def test_a_run_on_one_corpus_pairs_with_a_recipe_of_an_earlier_run(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    with gzip.open(data / "corpus.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in _rows())
+
+    def rows(corpus: str, miss: int) -> list[dict]:
+        return [{"id": f"{corpus}{i}", "corpus": corpus, "spam": i < 20,
+                 "p": 0.9 if 20 > i >= miss else 0.1, "kind": "text", "own": 20 > i >= miss}
+                for i in range(100)]
+
+    def keep(folder: Path, scores: list[dict]) -> None:
+        # Models already trained and scored: the run reads their kept scores, trains nothing.
+        for k in range(3):
+            (folder / f"fold{k}").mkdir(parents=True)
+            (folder / f"fold{k}" / "config.json").write_text("{}")
+            os.utime(folder / f"fold{k}" / "config.json", (1, 1))  # older than its scores
+            part = [r for i, r in enumerate(scores) if i % 3 == k]
+            (folder / f"fold{k}.scores.json").write_text(json.dumps({"val": part, "test": part}))
+
+    keep(tmp_path / "earlier" / "both", rows("sms", miss=0) + rows("email", miss=0))
+    keep(tmp_path / "run" / "alone", rows("sms", miss=5))
+    main(["--out", str(tmp_path / "run"), "--data", str(data), "--folds", "3",
+          "--recipe", "alone=", "--against", str(tmp_path / "earlier" / "both")])
+    summary = json.loads((tmp_path / "run" / "crossval.json").read_text())
+    against = str(tmp_path / "earlier" / "both")
+    assert list(summary["recipes"]) == [against, "alone"]
+    assert list(summary["recipes"][against]) == ["sms"]  # the other corpus is left out
+    assert summary["recipes"][against]["sms"]["own"]["f1"] == 1.0
+    assert summary["paired"]["alone"]["sms"]["f1_difference"] < 0  # five more misses
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "run"), "--data", str(data), "--folds", "3",
+              "--recipe", "alone=", "--against", str(tmp_path / "nowhere")])
