@@ -9,6 +9,7 @@ ham-loss is ≤ 0.5 %. Seconds per run instead of the LSTM's minutes, so a featu
 ruled out before a training recipe is built on it. Features, joined with `+`:
 
     words   the model's tokens (512, head + tail)       pairs   adjacent token pairs
+    triples adjacent token triples
     subs    character 3-5-grams inside each word        chars   character 3-5-grams of the token
             (fastText-style subwords)                           stream, across word boundaries
 
@@ -38,7 +39,7 @@ from model.metrics import choose_threshold, roc_auc  # noqa: E402
 from model.tokenizer import tokenize  # noqa: E402
 
 BUCKETS = 1 << 21
-FAMILIES = ("words", "pairs", "subs", "chars")
+FAMILIES = ("words", "pairs", "triples", "subs", "chars")
 
 
 _GROUPED_PHONE = re.compile(
@@ -75,6 +76,9 @@ def features(text: str, families: Sequence[str]) -> list[int]:
         found.update("w:" + t for t in tokens)
     if "pairs" in families:
         found.update(f"p:{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False))
+    if "triples" in families:
+        found.update(f"t:{a} {b} {c}"
+                     for a, b, c in zip(tokens, tokens[1:], tokens[2:], strict=False))
     if "subs" in families:
         for t in tokens:
             if not t.startswith("<"):  # not the normalised <url>, <num3>, ... tokens
