@@ -238,8 +238,8 @@ def markdown(summary: dict[str, Any], first: str) -> str:
     for name, per in summary["recipes"].items():
         for corpus, by_key in per.items():
             for key, m in by_key.items():
-                cut = ("own (0.5 %)" if key == "own" else "best in hindsight (0.5 %)"
-                       if key == "hindsight" else f"re-chosen at {float(key):.2%}")
+                cut = {"own": "own (0.5 %)", "hindsight": "best in hindsight (0.5 %)"}.get(
+                    key) or f"re-chosen at {float(key):.2%}"
                 lo, hi = m["f1_ci95"]
                 hl, hh = m["ham_loss_ci95"]
                 lines.append(
@@ -290,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     recipes = dict(args.recipe)
     if len(recipes) != len(args.recipe):
         parser.error("recipe names must differ")
+    kept = [args.against / f"fold{k}.scores.json" for k in range(args.folds)] if args.against \
+        else []
+    if not all(path.exists() for path in kept):  # said before hours of training, not after
+        parser.error(f"--against {args.against}: no scores of {args.folds} fold models")
     files = write_folds(args.data, args.out, args.folds, args.seed)
     if not any(files):
         parser.error(f"no *.jsonl.gz in {args.data}")
@@ -302,9 +306,6 @@ def main(argv: list[str] | None = None) -> int:
     folds = {name: [score_fold(files[k], args.out / name / f"fold{k}")
                     for k in range(args.folds)] for name in recipes}
     if args.against:
-        kept = [args.against / f"fold{k}.scores.json" for k in range(args.folds)]
-        if not all(path.exists() for path in kept):
-            parser.error(f"--against {args.against}: no scores of {args.folds} fold models")
         # Fold rows depend only on the corpus, --folds and --seed, so the earlier models held
         # out the same messages: their rows of this run's corpora pair message by message.
         corpora = {r["corpus"] for r in folds[next(iter(recipes))][0]["test"]}
