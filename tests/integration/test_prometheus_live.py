@@ -72,6 +72,10 @@ TEXTS = [
     "URGENT: your account is suspended, verify your password at http://example.test now",
 ]
 PRODUCE_PERIOD_S = 0.02  # about 50 records a second
+# Records the worker must have consumed within one rate window before the ratios are read: a
+# window that holds only the first batch or two (17 records, say) puts the dead-letter share
+# anywhere between 0 and 2 in 17, which says nothing about the dashboard.
+MIN_WINDOW_RECORDS = 20 * DEAD_LETTER_EVERY
 DEADLINE_S = 75.0
 
 
@@ -340,6 +344,10 @@ def test_dashboard_and_rules_against_a_live_worker(live: dict[str, Any]) -> None
             expr = f'sum(rate({name}{{job="{JOB}"}}[{RATE_INTERVAL}]))'
             if not [v for v in values(prometheus.query(expr)) if v > 0]:
                 problems.append(f"{expr} is not above 0 yet")
+        window = f'sum(increase(streamclf_messages_consumed_total{{job="{JOB}"}}[{RATE_INTERVAL}]))'
+        consumed = values(prometheus.query(window))
+        if not consumed or consumed[0] < MIN_WINDOW_RECORDS:
+            problems.append(f"{window} is {consumed}, below {MIN_WINDOW_RECORDS} yet")
         for name in recorded:
             if not has_data(prometheus.query(name)):
                 problems.append(f"recording rule {name} has no series yet")
