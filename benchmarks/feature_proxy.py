@@ -12,6 +12,9 @@ ruled out before a training recipe is built on it. Features, joined with `+`:
     triples adjacent token triples
     subs    character 3-5-grams inside each word        chars   character 3-5-grams of the token
             (fastText-style subwords)                           stream, across word boundaries
+    structure  what the reader's text drops of an email's form: each MIME part's type, transfer
+            encoding and charset, and the HTML tag names and tag@attribute names of its HTML
+            parts (emails only; a plain text has none)
 
 `--wider-normalisation` first rewrites each text so that the tokenizer also reads phone numbers
 written in groups ("0844 861 85 85", 10-13 digits) as `<phone>` and bare domains ("wire3.net")
@@ -21,11 +24,14 @@ as `<url>` plus the domain: a tokenizer change judged here before any retraining
 from __future__ import annotations
 
 import argparse
+import email
+import email.policy
 import random
 import re
 import sys
 import zlib
 from collections.abc import Sequence
+from html.parser import HTMLParser
 from pathlib import Path
 
 import torch
@@ -39,7 +45,7 @@ from model.metrics import choose_threshold, roc_auc  # noqa: E402
 from model.tokenizer import tokenize  # noqa: E402
 
 BUCKETS = 1 << 21
-FAMILIES = ("words", "pairs", "triples", "subs", "chars")
+FAMILIES = ("words", "pairs", "triples", "subs", "chars", "structure")
 
 
 _GROUPED_PHONE = re.compile(
@@ -60,6 +66,39 @@ def widen_normalisation(text: str) -> str:
     return _BARE_DOMAIN.sub(r"http://\1", _GROUPED_PHONE.sub(_joined_phone, text))
 
 
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.found.add("h:" + tag)
+        self.found.update(f"h:{tag}@{name}" for name, _ in attrs)
+
+
+def structure(raw: bytes | None) -> set[str]:
+    """An email's form: part types, encodings, charsets, HTML tags (empty for plain text)."""
+    if raw is None:
+        return set()
+    found = set()
+    message = email.message_from_bytes(raw[:1_000_000], policy=email.policy.compat32)
+    for part in message.walk():
+        kind = part.get_content_type()
+        found.add("m:" + kind)
+        found.add(f"m:{kind}:{str(part.get('content-transfer-encoding', '')).strip().lower()}")
+        found.add(f"m:charset:{part.get_content_charset() or ''}")
+        if kind == "text/html":
+            payload = part.get_payload(decode=True)
+            if isinstance(payload, bytes):
+                tags = _Tags()
+                try:
+                    tags.feed(payload[:200_000].decode("latin-1"))
+                except Exception:  # a proxy: a broken part only loses its tags
+                    pass
+                found |= tags.found
+    return found
+
+
 def _bucket(feature: str) -> int:
     return zlib.crc32(feature.encode("utf-8")) % BUCKETS
 
@@ -68,10 +107,12 @@ def _grams(s: str) -> list[str]:
     return [s[i:i + n] for n in (3, 4, 5) for i in range(len(s) - n + 1)]
 
 
-def features(text: str, families: Sequence[str]) -> list[int]:
-    """The sorted distinct buckets of one text's features."""
+def features(text: str, families: Sequence[str], raw: bytes | None = None) -> list[int]:
+    """The sorted distinct buckets of one text's features (`raw`: the email it was read from)."""
     tokens = tokenize(text, 512)
     found: set[str] = set()
+    if "structure" in families:
+        found |= structure(raw)
     if "words" in families:
         found.update("w:" + t for t in tokens)
     if "pairs" in families:
@@ -95,13 +136,17 @@ def _scores(bag: torch.nn.EmbeddingBag, bias: torch.Tensor, rows: Sequence[list[
     return bag(flat, offsets).squeeze(1) + bias
 
 
-def run(texts: dict[str, list[tuple[str, bool, str]]], families: Sequence[str], seed: int,
+Row = tuple[str, bool, str, bytes | None]  # corpus, is spam, model text, raw email
+
+
+def run(texts: dict[str, list[Row]], families: Sequence[str], seed: int,
         epochs: int = 6) -> dict[str, tuple[float, float, int, int]]:
     """corpus → (ROC-AUC, F1, false positives, misses) on validation."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    rows = {s: [features(t, families) for _, _, t in texts[s]] for s in ("train", "val")}
-    y = torch.tensor([spam for _, spam, _ in texts["train"]], dtype=torch.float32)
+    rows = {s: [features(t, families, raw) for _, _, t, raw in texts[s]]
+            for s in ("train", "val")}
+    y = torch.tensor([spam for _, spam, _, _ in texts["train"]], dtype=torch.float32)
     bag = torch.nn.EmbeddingBag(BUCKETS, 1, mode="sum", sparse=True)
     torch.nn.init.zeros_(bag.weight)
     bias = torch.zeros(1, requires_grad=True)
@@ -124,8 +169,8 @@ def run(texts: dict[str, list[tuple[str, bool, str]]], families: Sequence[str], 
     with torch.no_grad():
         p = torch.sigmoid(_scores(bag, bias, rows["val"])).tolist()
     out = {}
-    for corpus in sorted({c for c, _, _ in texts["val"]}):
-        idx = [i for i, (c, _, _) in enumerate(texts["val"]) if c == corpus]
+    for corpus in sorted({row[0] for row in texts["val"]}):
+        idx = [i for i, row in enumerate(texts["val"]) if row[0] == corpus]
         truth, score = [texts["val"][i][1] for i in idx], [p[i] for i in idx]
         cut = choose_threshold(truth, score)
         tp = sum(1 for t, s in zip(truth, score, strict=True) if t and s >= cut)
@@ -149,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown feature family {sorted(unknown)}; choose from {FAMILIES}")
     data = load_corpora(args.data)
     rewrite = widen_normalisation if args.wider_normalisation else (lambda text: text)
-    texts = {split: [(corpus, ex.label == "spam", rewrite(example_text(ex)))
+    texts = {split: [(corpus, ex.label == "spam", rewrite(example_text(ex)), ex.raw)
                      for corpus in data for ex in data[corpus][split]]
              for split in ("train", "val")}
     print("| features | seed | SpamAssassin AUC | F1 (FP / FN) | SMS AUC | F1 (FP / FN) |")
