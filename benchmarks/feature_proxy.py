@@ -24,8 +24,6 @@ as `<url>` plus the domain: a tokenizer change judged here before any retraining
 from __future__ import annotations
 
 import argparse
-import email
-import email.policy
 import random
 import re
 import sys
@@ -41,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.accuracy import load_corpora  # noqa: E402
 from benchmarks.common import DATA_DIR  # noqa: E402
 from model.data import example_text  # noqa: E402
+from model.email import MAX_HTML_CHARS, parse_message  # noqa: E402
 from model.metrics import choose_threshold, roc_auc  # noqa: E402
 from model.tokenizer import tokenize  # noqa: E402
 
@@ -81,8 +80,7 @@ def structure(raw: bytes | None) -> set[str]:
     if raw is None:
         return set()
     found = set()
-    message = email.message_from_bytes(raw[:1_000_000], policy=email.policy.compat32)
-    for part in message.walk():
+    for part in parse_message(raw).walk():  # the reader's own bounded parse
         kind = part.get_content_type()
         found.add("m:" + kind)
         found.add(f"m:{kind}:{str(part.get('content-transfer-encoding', '')).strip().lower()}")
@@ -92,7 +90,7 @@ def structure(raw: bytes | None) -> set[str]:
             if isinstance(payload, bytes):
                 tags = _Tags()
                 try:
-                    tags.feed(payload[:200_000].decode("latin-1"))
+                    tags.feed(payload[:MAX_HTML_CHARS].decode("latin-1"))
                 except Exception:  # a proxy: a broken part only loses its tags
                     pass
                 found |= tags.found
