@@ -80,6 +80,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--threads", type=int, default=_default_threads(), help="torch threads")
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--weight-decay", type=float, default=1e-4,
+                   help="AdamW's decoupled weight decay (default 1e-4)")
     t.add_argument("--vocab-size", type=int, default=20_000)
     t.add_argument("--embed-dim", type=int, default=96)
     t.add_argument("--hidden-dim", type=int, default=96)
@@ -226,6 +228,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         threads=args.threads,
         batch_size=args.batch_size,
         lr=args.lr,
+        weight_decay=args.weight_decay,
         vocab_size=args.vocab_size,
         embed_dim=args.embed_dim,
         hidden_dim=args.hidden_dim,
@@ -276,6 +279,8 @@ def _train_usage_problem(args: argparse.Namespace) -> str | None:
         return "--dropout must be within [0, 1)"
     if args.lr <= 0 or (args.max_minutes is not None and args.max_minutes <= 0):
         return "--lr and --max-minutes must be positive"
+    if args.weight_decay < 0:
+        return "--weight-decay must be 0 or more"
     if args.bag_bigrams < 0:
         return "--bag-bigrams must be 0 (none) or a positive number of buckets"
     if not 0 <= args.bag_dropout < 1:

@@ -263,11 +263,11 @@ def test_cli_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "not found" in capsys.readouterr().err
     data = str(_write_data(tmp_path / "topics.jsonl"))
     for bad in (["--bag-bigrams", "-1"], ["--bag-dropout", "1"], ["--redress", "1.5"],
-                ["--token-dropout", "1"]):
+                ["--token-dropout", "1"], ["--weight-decay", "-0.1"]):
         assert cli_main(["train", "--data", data, "--out", str(tmp_path / "o"), *bad]) == 2
     err = capsys.readouterr().err
     assert "--bag-dropout must be within" in err and "--redress must be within" in err
-    assert "--token-dropout must be within" in err
+    assert "--token-dropout must be within" in err and "--weight-decay must be 0 or more" in err
     with pytest.raises(SystemExit) as exc:
         cli_main(["train", "--out", "x"])  # --data is required
     assert exc.value.code == 2
@@ -470,8 +470,11 @@ def test_train_does_not_replace_a_model_without_force(
     err = capsys.readouterr().err
     assert "already holds a model artifact (streamclf-spam@1)" in err and "--force" in err
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before  # untouched
-    assert cli_main(["train", "--data", str(data), "--out", str(out), *tiny, "--force"]) == 0
+    assert cli_main(["train", "--data", str(data), "--out", str(out), *tiny, "--force",
+                     "--weight-decay", "0.02"]) == 0
     assert {f.name: f.read_bytes() for f in out.iterdir()} != before
+    recorded = json.loads((out / "config.json").read_text())["training"]["options"]
+    assert recorded["weight_decay"] == 0.02  # the option reaches the optimiser's settings
     assert cli_main(["eval", "--model", str(out), "--data", str(data), "--split", "val",
                      "--json"]) == 0
 
