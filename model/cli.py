@@ -130,10 +130,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     t.add_argument(
         "--balance",
-        choices=("label", "corpus"),
+        choices=("label", "corpus", "source"),
         default="label",
         help="loss weights: every label weighs the same (default), or every (corpus, label) "
-        "group does, the corpus being the data source's name before '/'",
+        "group does, the corpus being the data source's name before '/', or every (source, "
+        "label) group (source: a row's `source`, or the mail folder or file it came from)",
     )
     t.add_argument("--dropout", type=float, default=0.3)
     t.add_argument("--patience", type=int, default=2, help="early-stopping patience (epochs)")

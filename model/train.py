@@ -54,7 +54,7 @@ from model.tokenizer import PAD_ID, TOKENIZER_VERSION, UNK_ID, Vocab, tokenize
 __all__ = ["TrainOptions", "train", "load_splits"]
 
 
-BALANCES = ("label", "corpus")
+BALANCES = ("label", "corpus", "source")
 
 
 @dataclass
@@ -85,7 +85,8 @@ class TrainOptions:
     redress: float = 0.0  # share of training messages shown in another wrapper (model.augment)
     # Loss weights: "label" = every label weighs the same in total; "corpus" = every (corpus,
     # label) group does (corpus = the part of `source` before "/"), so a small corpus's spam
-    # counts as much as a large one's.
+    # counts as much as a large one's; "source" = every (source, label) group does, so a small
+    # source of hard cases (commercial newsletters a user asked for) counts as much as a large one.
     balance: str = "label"
     dropout: float = 0.3
     # Exponential moving average of the weights (per step), used for validation and the artifact:
@@ -291,9 +292,12 @@ def kind_thresholds(
     return thresholds, [thresholds[k] for k in kinds]
 
 
-def _group_weights(examples: Sequence[Example], y: Sequence[int]) -> torch.Tensor:
-    """Per-example loss weights under which every (corpus, label) group weighs the same."""
-    groups = [(corpus_of(ex.source), label) for ex, label in zip(examples, y, strict=True)]
+def _group_weights(examples: Sequence[Example], y: Sequence[int],
+                   by: str = "corpus") -> torch.Tensor:
+    """Per-example loss weights under which every (corpus, label) group weighs the same, or
+    with *by* ``"source"`` every (source, label) group (``spamassassin/hard-ham-1``, …)."""
+    group_of = corpus_of if by == "corpus" else (lambda source: source)
+    groups = [(group_of(ex.source), label) for ex, label in zip(examples, y, strict=True)]
     counts = Counter(groups)
     return torch.tensor([len(groups) / (len(counts) * counts[g]) for g in groups])
 
@@ -525,7 +529,8 @@ class _Steps:
             weight=torch.tensor([n / (k * counts[i]) for i in range(k)])
         )
         self.example_weights = (
-            _group_weights(data.train_ex, data.y_train) if opts.balance == "corpus" else None
+            _group_weights(data.train_ex, data.y_train, opts.balance)
+            if opts.balance != "label" else None
         )
         self.optim = torch.optim.AdamW(model.parameters(), lr=opts.lr,
                                        weight_decay=opts.weight_decay)

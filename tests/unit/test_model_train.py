@@ -134,11 +134,18 @@ def test_corpus_balance_weighs_every_corpus_and_label_alike(tmp_path: Path) -> N
         totals[key] = totals.get(key, 0.0) + weight
     assert len(totals) == 4
     assert all(t == pytest.approx(len(exs) / 4) for t in totals.values())
+    # By source: "sa/spam-1" and "sa/ham" are groups of their own, as are the two sms labels.
+    w = _group_weights(exs + [Example("x", "ham", "train", "sa/hard", None, "x")], y + [0],
+                       by="source")
+    assert w[-1] == pytest.approx(11 / 5)  # one hard ham weighs as much as both "sa/ham" ones
+    assert w[8] == pytest.approx(11 / 10) and w[0] == pytest.approx(11 / 5)
     data = _write_data(tmp_path / "topics.jsonl")
     balanced = train(_options(data, tmp_path / "a", epochs=1, balance="corpus"))
     assert balanced["training"]["options"]["balance"] == "corpus"
+    by_source = train(_options(data, tmp_path / "s", epochs=1, balance="source"))
+    assert by_source["training"]["options"]["balance"] == "source"
     with pytest.raises(ValueError, match="balance must be one of"):
-        train(_options(data, tmp_path / "b", epochs=1, balance="source"))
+        train(_options(data, tmp_path / "b", epochs=1, balance="sources"))
 
 
 def test_binary_model_gets_threshold_and_eval_cli(
