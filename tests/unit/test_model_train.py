@@ -481,7 +481,7 @@ def test_train_does_not_replace_a_model_without_force(
                      "--weight-decay", "0.02"]) == 0
     assert {f.name: f.read_bytes() for f in out.iterdir()} != before
     recorded = json.loads((out / "config.json").read_text())["training"]["options"]
-    assert recorded["weight_decay"] == 0.02  # the option reaches the optimiser's settings
+    assert recorded["weight_decay"] == 0.02  # the option reaches the training options
     assert cli_main(["eval", "--model", str(out), "--data", str(data), "--split", "val",
                      "--json"]) == 0
 
