@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import os
 import sys
 from collections import Counter
@@ -278,9 +279,10 @@ def _train_usage_problem(args: argparse.Namespace) -> str | None:
         return "--max-ham-loss must be within [0, 1)"
     if not 0 <= args.dropout < 1:
         return "--dropout must be within [0, 1)"
-    if args.lr <= 0 or (args.max_minutes is not None and args.max_minutes <= 0):
+    # Written so that "nan" fails too: every comparison with it is false.
+    if not 0 < args.lr < math.inf or (args.max_minutes is not None and not args.max_minutes > 0):
         return "--lr and --max-minutes must be positive"
-    if args.weight_decay < 0:
+    if not 0 <= args.weight_decay < math.inf:
         return "--weight-decay must be 0 or more"
     if args.bag_bigrams < 0:
         return "--bag-bigrams must be 0 (none) or a positive number of buckets"

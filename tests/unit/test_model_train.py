@@ -270,7 +270,7 @@ def test_cli_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "not found" in capsys.readouterr().err
     data = str(_write_data(tmp_path / "topics.jsonl"))
     for bad in (["--bag-bigrams", "-1"], ["--bag-dropout", "1"], ["--redress", "1.5"],
-                ["--token-dropout", "1"], ["--weight-decay", "-0.1"]):
+                ["--token-dropout", "1"], ["--weight-decay", "-0.1"], ["--weight-decay", "nan"]):
         assert cli_main(["train", "--data", data, "--out", str(tmp_path / "o"), *bad]) == 2
     err = capsys.readouterr().err
     assert "--bag-dropout must be within" in err and "--redress must be within" in err
@@ -278,7 +278,8 @@ def test_cli_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     with pytest.raises(SystemExit) as exc:
         cli_main(["train", "--out", "x"])  # --data is required
     assert exc.value.code == 2
-    for bad in (["--embed-dim", "-1"], ["--hidden-dim", "0"], ["--dropout", "1"], ["--lr", "0"]):
+    for bad in (["--embed-dim", "-1"], ["--hidden-dim", "0"], ["--dropout", "1"], ["--lr", "0"],
+                ["--lr", "nan"], ["--max-minutes", "nan"]):
         assert cli_main(["train", "--data", data, "--out", str(tmp_path / "o"), *bad]) == 2
     assert "--embed-dim must be at least 1" in capsys.readouterr().err
 
