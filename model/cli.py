@@ -17,10 +17,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-# model.predictor.QUANTIZE_MODES and model.lstm.POOLINGS, spelled out so that building the parser
-# does not import torch (a unit test keeps them equal).
+# model.predictor.QUANTIZE_MODES, model.lstm.POOLINGS and model.train.BALANCES, spelled out so
+# that building the parser does not import torch (a unit test keeps them equal).
 _QUANTIZE = ("none", "int8", "auto")
 _POOLINGS = ("max_mean", "last", "attention", "all")
+_BALANCES = ("label", "corpus", "source")
 
 __all__ = ["add_commands", "main"]
 
@@ -131,7 +132,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     t.add_argument(
         "--balance",
-        choices=("label", "corpus", "source"),
+        choices=_BALANCES,
         default="label",
         help="loss weights: every label weighs the same (default), or every (corpus, label) "
         "group does, the corpus being the data source's name before '/', or every (source, "

@@ -146,6 +146,10 @@ def test_corpus_balance_weighs_every_corpus_and_label_alike(tmp_path: Path) -> N
     assert by_source["training"]["options"]["balance"] == "source"
     with pytest.raises(ValueError, match="balance must be one of"):
         train(_options(data, tmp_path / "b", epochs=1, balance="sources"))
+    from model import cli
+    from model.train import BALANCES
+
+    assert cli._BALANCES == BALANCES  # the CLI's choices, kept torch-free
 
 
 def test_binary_model_gets_threshold_and_eval_cli(
