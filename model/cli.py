@@ -84,6 +84,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--weight-decay", type=float, default=1e-4,
                    help="AdamW's decoupled weight decay (default 1e-4)")
+    t.add_argument("--label-smoothing", type=float, default=0.0, metavar="SHARE",
+                   help="share of each target spread over all labels (default 0)")
+    t.add_argument("--focal-gamma", type=float, default=0.0, metavar="GAMMA",
+                   help="focal loss: each example's loss times (1 - p_true) ** GAMMA, so the "
+                   "hard ones carry the gradient (default 0: plain cross-entropy)")
     t.add_argument("--vocab-size", type=int, default=20_000)
     t.add_argument("--embed-dim", type=int, default=96)
     t.add_argument("--hidden-dim", type=int, default=96)
@@ -232,6 +237,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing,
+        focal_gamma=args.focal_gamma,
         vocab_size=args.vocab_size,
         embed_dim=args.embed_dim,
         hidden_dim=args.hidden_dim,
@@ -285,6 +292,10 @@ def _train_usage_problem(args: argparse.Namespace) -> str | None:
         return "--lr and --max-minutes must be positive"
     if not 0 <= args.weight_decay < math.inf:
         return "--weight-decay must be 0 or more"
+    if not 0 <= args.label_smoothing < 1:
+        return "--label-smoothing must be within [0, 1)"
+    if not 0 <= args.focal_gamma < math.inf:
+        return "--focal-gamma must be 0 or more"
     if args.bag_bigrams < 0:
         return "--bag-bigrams must be 0 (none) or a positive number of buckets"
     if not 0 <= args.bag_dropout < 1:

@@ -88,6 +88,13 @@ class TrainOptions:
     # counts as much as a large one's; "source" = every (source, label) group does, so a small
     # source of hard cases (commercial newsletters a user asked for) counts as much as a large one.
     balance: str = "label"
+    # Softened targets: a share of each target's probability spread over all labels, so the
+    # tables cannot push a training text to certainty on its one-off tokens. 0 = plain targets.
+    label_smoothing: float = 0.0
+    # Focal loss (Lin et al. 2017): each example's loss times (1 - p_true) ** gamma, so texts
+    # the model already gets right weigh little and the hard ones (newsletters, chatty spam)
+    # carry the gradient. 0 = plain cross-entropy.
+    focal_gamma: float = 0.0
     dropout: float = 0.3
     # Exponential moving average of the weights (per step), used for validation and the artifact:
     # smooths the epoch-to-epoch swings of the validation ranking. 0 turns it off.
@@ -353,6 +360,9 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> dict[
     """Train, calibrate, choose the threshold and write the artifact; returns its config."""
     if opts.balance not in BALANCES:
         raise ValueError(f"balance must be one of {BALANCES}, got {opts.balance!r}")
+    if not 0 <= opts.label_smoothing < 1 or not 0 <= opts.focal_gamma < math.inf:
+        raise ValueError("label_smoothing must be within [0, 1) and focal_gamma 0 or more, got "
+                         f"{opts.label_smoothing!r} and {opts.focal_gamma!r}")
     started = time.monotonic()
     progress = Progress(enabled=opts.progress)
     say = log or progress.line
@@ -525,9 +535,9 @@ class _Steps:
         # Balanced class weights: every label contributes equally to the loss.
         counts = Counter(data.y_train)
         n, k = len(data.y_train), len(data.labels)
-        self.loss_fn = nn.CrossEntropyLoss(
-            weight=torch.tensor([n / (k * counts[i]) for i in range(k)])
-        )
+        self.class_weights = torch.tensor([n / (k * counts[i]) for i in range(k)])
+        self.loss_fn = nn.CrossEntropyLoss(weight=self.class_weights,
+                                           label_smoothing=opts.label_smoothing)
         self.example_weights = (
             _group_weights(data.train_ex, data.y_train, opts.balance)
             if opts.balance != "label" else None
@@ -557,11 +567,17 @@ class _Steps:
                 hide = (torch.rand(ids.shape) < opts.token_dropout) & (ids != PAD_ID)
                 ids = ids.masked_fill(hide, UNK_ID)
             target = torch.tensor([data.y_train[i] for i in idx])
-            if self.example_weights is None:
-                loss = self.loss_fn(model(ids, lens), target)
+            logits = model(ids, lens)
+            if self.example_weights is None and not opts.focal_gamma:
+                loss = self.loss_fn(logits, target)
             else:  # the same weighted mean as loss_fn, with a weight per example
-                w = self.example_weights[idx]
-                ce = nn.functional.cross_entropy(model(ids, lens), target, reduction="none")
+                w = (self.class_weights[target] if self.example_weights is None
+                     else self.example_weights[idx])
+                ce = nn.functional.cross_entropy(logits, target, reduction="none",
+                                                 label_smoothing=opts.label_smoothing)
+                if opts.focal_gamma:
+                    p_true = logits.softmax(-1).gather(1, target[:, None])[:, 0]
+                    ce = ce * (1 - p_true) ** opts.focal_gamma
                 loss = (ce * w).sum() / w.sum()
             self.optim.zero_grad(set_to_none=True)
             loss.backward()
