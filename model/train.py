@@ -309,6 +309,20 @@ def _group_weights(examples: Sequence[Example], y: Sequence[int],
     return torch.tensor([len(groups) / (len(counts) * counts[g]) for g in groups])
 
 
+def weighted_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor,
+                  label_smoothing: float = 0.0, focal_gamma: float = 0.0) -> torch.Tensor:
+    """sum(w · loss) / sum(w) over a batch, as ``nn.CrossEntropyLoss(weight=...)`` averages,
+    with one weight per example. Each example's loss is the cross-entropy against its target
+    softened by *label_smoothing* (that share spread evenly over all labels), times the focal
+    factor ``(1 - p_target) ** focal_gamma``."""
+    loss = nn.functional.cross_entropy(logits, target, reduction="none",
+                                       label_smoothing=label_smoothing)
+    if focal_gamma:
+        p_target = logits.softmax(-1).gather(1, target[:, None])[:, 0]
+        loss = loss * (1 - p_target) ** focal_gamma
+    return (loss * weights).sum() / weights.sum()
+
+
 def _selection_score(val: dict[str, Any], select: str) -> float:
     """Lower is better: validation loss, or 1 - mean per-source ROC-AUC (ties broken by loss)."""
     if select == "loss":
@@ -536,12 +550,13 @@ class _Steps:
         counts = Counter(data.y_train)
         n, k = len(data.y_train), len(data.labels)
         self.class_weights = torch.tensor([n / (k * counts[i]) for i in range(k)])
-        self.loss_fn = nn.CrossEntropyLoss(weight=self.class_weights,
-                                           label_smoothing=opts.label_smoothing)
+        self.loss_fn = nn.CrossEntropyLoss(weight=self.class_weights)
         self.example_weights = (
             _group_weights(data.train_ex, data.y_train, opts.balance)
             if opts.balance != "label" else None
         )
+        self.plain_loss = (self.example_weights is None and not opts.label_smoothing
+                           and not opts.focal_gamma)
         self.optim = torch.optim.AdamW(model.parameters(), lr=opts.lr,
                                        weight_decay=opts.weight_decay)
         total_steps = math.ceil(len(data.train_ids) / opts.batch_size) * opts.epochs
@@ -568,17 +583,12 @@ class _Steps:
                 ids = ids.masked_fill(hide, UNK_ID)
             target = torch.tensor([data.y_train[i] for i in idx])
             logits = model(ids, lens)
-            if self.example_weights is None and not opts.focal_gamma:
+            if self.plain_loss:
                 loss = self.loss_fn(logits, target)
-            else:  # the same weighted mean as loss_fn, with a weight per example
+            else:
                 w = (self.class_weights[target] if self.example_weights is None
                      else self.example_weights[idx])
-                ce = nn.functional.cross_entropy(logits, target, reduction="none",
-                                                 label_smoothing=opts.label_smoothing)
-                if opts.focal_gamma:
-                    p_true = logits.softmax(-1).gather(1, target[:, None])[:, 0]
-                    ce = ce * (1 - p_true) ** opts.focal_gamma
-                loss = (ce * w).sum() / w.sum()
+                loss = weighted_loss(logits, target, w, opts.label_smoothing, opts.focal_gamma)
             self.optim.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -19,7 +19,7 @@ from model.artifact import load_artifact
 from model.cli import main as cli_main
 from model.data import Example
 from model.predictor import Predictor
-from model.train import TrainOptions, train
+from model.train import TrainOptions, train, weighted_loss
 
 TOPICS = {
     "sports": "goal match team score referee league striker keeper".split(),
@@ -254,6 +254,42 @@ def test_predict_splits_an_mbox_on_stdin(
     assert [json.loads(x)["id"] for x in capsys.readouterr().out.splitlines()] == ["stdin"]
 
 
+def test_weighted_loss_matches_the_formulas_written_out() -> None:
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.3], [-1.0, 1.5]])
+    target = torch.tensor([0, 1, 1])
+    w = torch.tensor([0.5, 2.0, 2.0])
+    p = logits.softmax(-1)
+    p_t = p[torch.arange(3), target]
+    ce = -p_t.log()
+    # Plain: the weighted mean nn.CrossEntropyLoss computes with class weights (0.5, 2.0).
+    plain = torch.nn.CrossEntropyLoss(weight=torch.tensor([0.5, 2.0]))(logits, target)
+    assert torch.allclose(weighted_loss(logits, target, w), plain)
+    assert torch.allclose(weighted_loss(logits, target, w), (w * ce).sum() / w.sum())
+    focal = (w * (1 - p_t) ** 2 * ce).sum() / w.sum()
+    assert torch.allclose(weighted_loss(logits, target, w, focal_gamma=2), focal)
+    # Smoothing 0.1 over two labels: the target gets 0.95, the other label 0.05.
+    p_other = p[torch.arange(3), 1 - target]
+    smooth = (w * -(0.95 * p_t.log() + 0.05 * p_other.log())).sum() / w.sum()
+    assert torch.allclose(weighted_loss(logits, target, w, label_smoothing=0.1), smooth)
+    both = (w * (1 - p_t) ** 2 * -(0.95 * p_t.log() + 0.05 * p_other.log())).sum() / w.sum()
+    assert torch.allclose(weighted_loss(logits, target, w, 0.1, 2), both)
+
+
+def test_loss_shapes_are_recorded_change_training_and_refuse_bad_values(
+        tmp_path: Path) -> None:
+    data = _write_data(tmp_path / "topics.jsonl")
+    plain = train(_options(data, tmp_path / "plain", epochs=1))
+    focal = train(_options(data, tmp_path / "focal", epochs=1, focal_gamma=2.0))
+    smooth = train(_options(data, tmp_path / "smooth", epochs=1, label_smoothing=0.1))
+    losses = [run["training"]["history"][0]["train_loss"] for run in (plain, focal, smooth)]
+    assert len(set(losses)) == 3
+    assert focal["training"]["options"]["focal_gamma"] == 2.0
+    assert smooth["training"]["options"]["label_smoothing"] == 0.1
+    for bad in ({"focal_gamma": -1.0}, {"label_smoothing": 1.0}, {"focal_gamma": math.nan}):
+        with pytest.raises(ValueError, match="label_smoothing must be within"):
+            train(_options(data, tmp_path / "bad", epochs=1, **bad))
+
+
 def test_token_dropout_is_seeded_recorded_and_changes_training(tmp_path: Path) -> None:
     data = _write_data(tmp_path / "topics.jsonl")
     a = train(_options(data, tmp_path / "a", epochs=2, token_dropout=0.3))
@@ -274,11 +310,13 @@ def test_cli_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "not found" in capsys.readouterr().err
     data = str(_write_data(tmp_path / "topics.jsonl"))
     for bad in (["--bag-bigrams", "-1"], ["--bag-dropout", "1"], ["--redress", "1.5"],
-                ["--token-dropout", "1"], ["--weight-decay", "-0.1"], ["--weight-decay", "nan"]):
+                ["--token-dropout", "1"], ["--weight-decay", "-0.1"], ["--weight-decay", "nan"],
+                ["--label-smoothing", "1"], ["--focal-gamma", "-1"], ["--focal-gamma", "nan"]):
         assert cli_main(["train", "--data", data, "--out", str(tmp_path / "o"), *bad]) == 2
     err = capsys.readouterr().err
     assert "--bag-dropout must be within" in err and "--redress must be within" in err
     assert "--token-dropout must be within" in err and "--weight-decay must be 0 or more" in err
+    assert "--label-smoothing must be within" in err and "--focal-gamma must be 0 or more" in err
     with pytest.raises(SystemExit) as exc:
         cli_main(["train", "--out", "x"])  # --data is required
     assert exc.value.code == 2
