@@ -555,6 +555,8 @@ class _Steps:
             _group_weights(data.train_ex, data.y_train, opts.balance)
             if opts.balance != "label" else None
         )
+        # The default keeps nn.CrossEntropyLoss (the same value as weighted_loss, not the same
+        # bits), so the bundled recipe trains exactly as it always has.
         self.plain_loss = (self.example_weights is None and not opts.label_smoothing
                            and not opts.focal_gamma)
         self.optim = torch.optim.AdamW(model.parameters(), lr=opts.lr,
